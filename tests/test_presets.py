@@ -1,0 +1,40 @@
+import dataclasses
+
+import pytest
+import torch
+
+from ldm_edu.presets import NAMES, get_preset
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        get_preset("huge")
+    assert all(n in str(e.value) for n in NAMES)
+
+
+def test_env_override(monkeypatch):
+    monkeypatch.setenv("LDM_EDU_PRESET", "tiny")
+    assert get_preset().name == "tiny"
+    monkeypatch.setenv("LDM_EDU_PRESET", "nope")
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset()
+
+
+def test_default_follows_device(monkeypatch):
+    monkeypatch.delenv("LDM_EDU_PRESET", raising=False)
+    assert get_preset().name == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_gpu_preset_without_cuda_says_what_to_do():
+    with pytest.raises(ValueError, match="'cpu'"):
+        get_preset("gpu")
+    assert get_preset("gpu", device="cpu").device == "cpu"
+
+
+def test_presets_grow_from_tiny_to_gpu():
+    tiny, cpu, gpu = (get_preset(n, device="cpu") for n in NAMES)
+    assert tiny.ae.steps < cpu.ae.steps <= gpu.ae.steps
+    assert tiny.vae.steps < cpu.vae.steps <= gpu.vae.steps
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tiny.ae.steps = 5
