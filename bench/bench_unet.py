@@ -19,8 +19,10 @@ from ldm_edu.unet import UNet
 
 CONFIGS = [  # (name, UNet kwargs, input shape without batch, batch)
     ("pixel ch32 (1,2) [DESIGN.md calibration]", dict(ch=32, ch_mult=(1, 2)), (1, 28, 28), 128),
-    ("pixel ch16 (1,2,2) cond [cpu preset]", dict(ch=16, ch_mult=(1, 2, 2), num_classes=10), (1, 28, 28), 64),
+    ("pixel ch16 (1,2,2) cond", dict(ch=16, ch_mult=(1, 2, 2), num_classes=10), (1, 28, 28), 64),
     ("pixel ch24 (1,2,2) cond", dict(ch=24, ch_mult=(1, 2, 2), num_classes=10), (1, 28, 28), 64),
+    ("pixel patch2 ch32 (1,2) cond [cpu preset]", dict(ch=32, ch_mult=(1, 2), num_classes=10, patch=2), (1, 28, 28), 64),
+    ("pixel patch2 ch48 (1,2) cond", dict(ch=48, ch_mult=(1, 2), num_classes=10, patch=2), (1, 28, 28), 64),
     ("pixel ch64 (1,2,2) res2 cond [gpu preset]", dict(ch=64, ch_mult=(1, 2, 2), num_res=2, num_classes=10), (1, 28, 28), 128),
     ("latent 4x8x8 ch32 (1,2)", dict(in_ch=4, ch=32, ch_mult=(1, 2)), (4, 8, 8), 128),
     ("latent 4x7x7 ch64 (1,2) cond", dict(in_ch=4, ch=64, ch_mult=(1, 2), num_classes=10), (4, 7, 7), 128),

@@ -229,16 +229,26 @@ def reconstruction_error(model: nn.Module, x: torch.Tensor, batch_size: int = 20
     return float((x_hat - x).pow(2).flatten(1).sum(1).mean())
 
 
-def pca_reconstruction_errors(x_train: torch.Tensor, x_test: torch.Tensor, dims, seed: int = 0) -> dict:
-    """PCA (scikit-learn) with k components for each k in ``dims``: mean ‖x − x̂‖² on ``x_test``.
+def fit_pca(x_train: torch.Tensor, k: int, seed: int = 0, max_fit: int | None = 10000):
+    """A scikit-learn PCA with k components fitted on (at most ``max_fit`` of) ``x_train``.
 
-    PCA is the best *linear* autoencoder; its components are nested, so one fit with max(dims)
-    components serves every k. Returns {k: error} (same units as ``reconstruction_error``)."""
+    PCA is the best *linear* autoencoder (Baldi & Hornik 1989): code z = Vₖᵀ(x − m), decoder
+    x̂ = m + Vₖ z. Its components are nested, so one fit with the largest k serves every smaller k.
+    10 000 images give the same top components as 60 000 to within plotting accuracy, 6× faster."""
     from sklearn.decomposition import PCA
 
-    a = x_train.flatten(1).cpu().numpy()
+    a = x_train[:max_fit] if max_fit else x_train
+    return PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(a.flatten(1).cpu().numpy())
+
+
+def pca_reconstruction_errors(x_train: torch.Tensor | None, x_test: torch.Tensor, dims, seed: int = 0,
+                              pca=None, max_fit: int | None = 10000) -> dict:
+    """Mean ‖x − x̂‖² on ``x_test`` of PCA with k components, for each k in ``dims``: {k: error}
+    (same units as ``reconstruction_error``). Pass a ``fit_pca`` result as ``pca`` to reuse it."""
+    pca = pca if pca is not None else fit_pca(x_train, max(dims), seed, max_fit)
+    if pca.n_components_ < max(dims):
+        raise ValueError(f"the PCA has {pca.n_components_} components; dims go up to {max(dims)}")
     b = x_test.flatten(1).cpu().numpy()
-    pca = PCA(n_components=max(dims), svd_solver="randomized", random_state=seed).fit(a)
     centred = b - pca.mean_
     errors = {}
     for k in dims:
@@ -248,12 +258,24 @@ def pca_reconstruction_errors(x_train: torch.Tensor, x_test: torch.Tensor, dims,
     return errors
 
 
-def pca_codes(x_train: torch.Tensor, x: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
-    """The k-dimensional PCA code of ``x`` (PCA fitted on ``x_train``), for probes and scatters."""
-    from sklearn.decomposition import PCA
+def pca_codes(pca, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """The first k PCA coordinates of ``x`` (``pca`` from ``fit_pca``), for probes and scatters."""
+    z = torch.from_numpy(pca.transform(x.flatten(1).cpu().numpy())).float()
+    return z[:, :k] if k else z
 
-    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(x_train.flatten(1).cpu().numpy())
-    return torch.from_numpy(pca.transform(x.flatten(1).cpu().numpy())).float()
+
+def hole_fraction(z_codes: torch.Tensor, z_samples: torch.Tensor, k: int = 5, q: float = 0.95) -> float:
+    """How often a random code falls into a *hole* of the latent space, where the decoder never
+    saw data: the fraction of ``z_samples`` whose distance to their k-th nearest real code exceeds
+    the q-quantile of the same distance for held-out real codes. Real codes score ≈ 1 − q by
+    construction; a sampler matched to the codes should score about the same."""
+    zc, zs = z_codes.detach().float().cpu(), z_samples.detach().float().cpu()
+    if zc.dim() != 2 or zs.dim() != 2 or zc.shape[1] != zs.shape[1]:
+        raise ValueError(f"codes and samples must be (N, d) with the same d, got {tuple(zc.shape)}, {tuple(zs.shape)}")
+    ref, held = zc[0::2], zc[1::2]
+    kth = lambda a: torch.cdist(a, ref).topk(k, dim=1, largest=False).values[:, -1]
+    threshold = kth(held).quantile(q)
+    return float((kth(zs) > threshold).float().mean())
 
 
 def linear_probe(z_train, y_train, z_test, y_test, max_iter: int = 500) -> float:
@@ -277,18 +299,32 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, n: int = 8) -> torch.Tensor:
     return (1 - t) * a + t * b
 
 
-def latent_grid(n: int = 15, extent: float | None = None, quantile: float = 0.95) -> torch.Tensor:
-    """An n×n grid of 2-D codes, row-major from top-left, shape (n·n, 2).
+def latent_grid(n: int = 15, extent=None, quantile: float = 0.95) -> torch.Tensor:
+    """An n×n grid of 2-D codes, row-major from top-left (top row = largest z₂), shape (n·n, 2).
 
-    ``extent`` → a uniform grid on [−extent, extent]²; otherwise (Kingma & Welling 2014, fig. 4)
-    the grid is uniform in probability: z = Φ⁻¹(u) for u evenly spaced in [1−q, q], so each cell
-    holds equal prior mass of N(0, I)."""
-    if extent is not None:
-        ticks = torch.linspace(-extent, extent, n)
+    ``extent``: a number e → uniform on [−e, e]²; a pair of ranges ((lo₁, hi₁), (lo₂, hi₂)) → uniform
+    on that box (e.g. the bounding box of an autoencoder's codes). ``None`` (Kingma & Welling 2014,
+    fig. 4): uniform in probability, z = Φ⁻¹(u) for u evenly spaced in [1−q, q], so each cell holds
+    equal prior mass of N(0, I)."""
+    if extent is None:
+        t = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(1 - quantile, quantile, n))
+        tx = ty = t
+    elif isinstance(extent, (int, float)):
+        tx = ty = torch.linspace(-float(extent), float(extent), n)
     else:
-        ticks = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(1 - quantile, quantile, n))
-    zy, zx = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")     # top row = largest z₂
+        (a, b), (c, d) = extent
+        tx, ty = torch.linspace(float(a), float(b), n), torch.linspace(float(c), float(d), n)
+    zy, zx = torch.meshgrid(ty.flip(0), tx, indexing="ij")
     return torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1)
+
+
+def latent_bounds(z: torch.Tensor, q: float = 0.005, pad: float = 0.1) -> tuple:
+    """((lo₁, hi₁), (lo₂, hi₂)): the box holding all but a fraction 2q of the 2-D codes, padded."""
+    z = z.detach().float().cpu()
+    lo, hi = z.quantile(q, dim=0), z.quantile(1 - q, dim=0)
+    span = hi - lo
+    lo, hi = lo - pad * span, hi + pad * span
+    return ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
 
 
 # ----------------------------------------------------------------------------- VAE evaluation
@@ -652,3 +688,21 @@ def train_beta_sweep(x_train: torch.Tensor, x_eval: torch.Tensor, y_eval: torch.
         snap["history"] = hist
         out[float(beta)] = snap
     return out
+
+
+@torch.no_grad()
+def evaluate_vqvae(model: VQVAE, x: torch.Tensor, batch_size: int = 500) -> dict:
+    """Tokenise and reconstruct ``x`` (N, 1, 28, 28) in [0, 1]: mean PSNR (dB) of the decoded
+    tokens, code-usage ``counts`` (K,), number of ``used`` codes and the usage ``perplexity``."""
+    from .metrics import psnr
+
+    model.eval()
+    tokens, scores = [], []
+    for i in range(0, len(x), batch_size):
+        t = model.tokenize(x[i:i + batch_size])
+        tokens.append(t)
+        scores.append(psnr(x[i:i + batch_size], model.decode_tokens(t)))
+    tokens = torch.cat(tokens)
+    counts = torch.bincount(tokens.flatten(), minlength=model.quantizer.num_codes).float().cpu()
+    return {"psnr": torch.cat(scores).mean().item(), "counts": counts, "used": int((counts > 0).sum()),
+            "perplexity": codebook_perplexity(counts).item(), "tokens": tokens}

@@ -18,11 +18,13 @@ clean data (ᾱ = 1).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from .train import progress_bar
 
 KINDS = ("linear", "cosine")
 
@@ -74,6 +76,11 @@ class NoiseSchedule:
         """β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) · β_t, the variance of q(x_{t−1} | x_t, x_0); β̃_0 = 0."""
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars64[:-1]])
         return ((1 - abar_prev) / (1 - self.alpha_bars64) * self.betas64).float().to(self.device)
+
+    def ab(self, t: int) -> float:
+        """ᾱ_t as a Python float in float64 precision; ``t = -1`` gives 1 (used by the step functions)."""
+        t = int(self.check_t(t, allow_minus_one=True))
+        return 1.0 if t < 0 else float(self.alpha_bars64[t])
 
     def alpha_bar(self, t) -> torch.Tensor:
         """ᾱ at (0-based) timestep(s) ``t``; ``t = -1`` gives 1 (clean data). Float32 tensor."""
@@ -225,7 +232,7 @@ def ddpm_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: 
 
 def ddim_sigma(schedule: NoiseSchedule, t: int, t_prev: int, eta: float) -> float:
     """σ_t(η) = η √((1−ᾱ_{t'})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'}) (Song et al. 2021, eq. 16); η=1 ⇒ β̃."""
-    ab, ab_prev = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(t_prev))
+    ab, ab_prev = schedule.ab(t), schedule.ab(t_prev)
     return eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(max(0.0, 1 - ab / ab_prev))
 
 
@@ -243,7 +250,7 @@ def ddim_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: 
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0, got {eta}")
     _check_same_shape(x_t, eps, "x_t", "eps")
-    ab, ab_prev = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(t_prev))
+    ab, ab_prev = schedule.ab(t), schedule.ab(t_prev)
     x0 = (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
@@ -344,9 +351,8 @@ def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: i
     if hasattr(model, "eval"):
         model.eval()
     traj = Trajectory(timesteps=ts, xs=[x.cpu()] if return_trajectory else [])
-    import time
     start = time.time()
-    for k, t in enumerate(tqdm(ts, desc=f"{method} sampling", disable=not progress, leave=False)):
+    for k, t in enumerate(progress_bar(ts, progress, desc=f"{method} sampling", leave=False)):
         t_prev = ts[k + 1] if k + 1 < len(ts) else -1
         eps = guided_eps(model, x, t, y, guidance).float()
         if return_trajectory:
@@ -384,9 +390,9 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, steps: int = 5
     ts = schedule.timesteps(steps).flip(0).tolist()          # increasing: 0 … T−1
     traj = Trajectory(timesteps=ts, xs=[x.cpu()] if return_trajectory else [])
     t_prev = -1
-    for t in tqdm(ts, desc="DDIM inversion", disable=not progress, leave=False):
+    for t in progress_bar(ts, progress, desc="DDIM inversion", leave=False):
         eps = guided_eps(model, x, t, y, guidance).float()
-        ab_prev, ab = float(schedule.alpha_bar(t_prev)), float(schedule.alpha_bar(t))
+        ab_prev, ab = schedule.ab(t_prev), schedule.ab(t)
         x0_pred = (x - math.sqrt(1 - ab_prev) * eps) / math.sqrt(ab_prev)
         x = math.sqrt(ab) * x0_pred + math.sqrt(1 - ab) * eps
         if return_trajectory:

@@ -144,33 +144,14 @@ def first_stage_loss(model: FirstStage, batch):
 
 # ----------------------------------------------------------------------------- VQ adapter
 def _make_quantizer(codebook_size: int, dim: int, commitment: float, ema: bool) -> nn.Module:
-    """The lesson-03 VectorQuantizer (ldm_edu.autoencoders), built for a ``dim``-channel latent."""
-    try:
-        from .autoencoders import VectorQuantizer
-    except ImportError as e:  # pragma: no cover - the VQ lesson ships it
-        raise ImportError("reg='vq' needs ldm_edu.autoencoders.VectorQuantizer (lesson 03)") from e
-    import inspect
-    params = inspect.signature(VectorQuantizer).parameters
-    kwargs = {}
-    for names, value in ((("num_codes", "codebook_size", "num_embeddings", "n_codes", "K"), codebook_size),
-                         (("dim", "code_dim", "embedding_dim", "d"), dim),
-                         (("beta", "commitment", "commitment_cost"), commitment),
-                         (("ema", "use_ema"), ema)):
-        name = next((n for n in names if n in params), None)
-        if name is not None:
-            kwargs[name] = value
-    return VectorQuantizer(**kwargs)
+    """The lesson-03 VectorQuantizer (eq. 20–25) for a ``dim``-channel latent, with dead-code restarts."""
+    from .autoencoders import VectorQuantizer
+    return VectorQuantizer(num_codes=codebook_size, code_dim=dim, beta=commitment, ema=ema, restart_dead=True)
 
 
 def _quantize(quantizer: nn.Module, z: torch.Tensor):
     out = quantizer(z)
-    if isinstance(out, dict):
-        z_q = out.get("z_q", out.get("quantized"))
-        loss = out.get("loss", out.get("vq_loss"))
-        codes = out.get("codes", out.get("indices"))
-    else:
-        z_q, loss, codes = out[0], out[1], out[2] if len(out) > 2 else None
-    return z_q, loss, codes
+    return out["z_q"], out["loss"], out["indices"]
 
 
 # ----------------------------------------------------------------------------- the scale factor
@@ -272,16 +253,46 @@ class LatentDiffusion(nn.Module):
         return (result, traj) if return_trajectory else result
 
 
-def latent_batches_loss(ldm: LatentDiffusion, p_uncond: float = 0.0):
-    """A loss_fn for fit() whose batches are (scaled latents, labels) or latents alone.
+def diffusion_batches_loss(schedule, p_uncond: float = 0.0):
+    """A loss_fn for fit(): batches are (x0, labels) or x0 alone — scaled latents or pixels alike.
 
-    fit() hands the *UNet* to the loss (it trains the UNet's parameters only)."""
+    The loss is DDPM's ε-MSE (Algorithm 1); labels are dropped to the null class with probability
+    ``p_uncond`` so one network learns both ε(x, y) and ε(x) (classifier-free guidance)."""
     from .diffusion import diffusion_loss
 
-    def loss_fn(unet, batch):
-        z0, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        return diffusion_loss(unet, ldm.schedule, z0, y=y if p_uncond < 1 else None, p_uncond=p_uncond)
+    def loss_fn(model, batch):
+        x0, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        return diffusion_loss(model, schedule, x0, y=y, p_uncond=p_uncond if y is not None else 0.0)
     return loss_fn
+
+
+def train_first_stage(x: torch.Tensor, f: int = 4, latent_ch: int = 4, ch: int = 16, reg: str = "kl",
+                      steps: int = 1000, batch_size: int = 64, lr: float = 2e-3, kl_weight: float = 1e-6,
+                      codebook_size: int = 128, seed: int = 0, desc: str | None = None, progress: bool = True):
+    """Build a FirstStage on x's device and fit it on images ``x`` in [−1, 1]; returns (ae, History)."""
+    from .data import TensorBatches
+    from .train import fit
+    torch.manual_seed(seed)
+    ae = FirstStage(f=f, latent_ch=latent_ch, ch=ch, reg=reg, kl_weight=kl_weight,
+                    codebook_size=codebook_size).to(x.device)
+    hist = fit(ae, first_stage_loss, TensorBatches(x, batch_size=batch_size, seed=seed), steps, lr=lr,
+               cosine_decay=True, desc=desc or f"{reg.upper()}-f{f} autoencoder", progress=progress,
+               live_plot=False)
+    return ae.eval(), hist
+
+
+def balanced_labels(n: int, device="cpu") -> torch.Tensor:
+    """0, 1, …, 9, 0, 1, … (n labels): class-conditional samples with every digit equally often."""
+    return torch.arange(n, device=device) % 10
+
+
+@torch.no_grad()
+def sample_in_batches(sample_fn, n: int, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+    """Call ``sample_fn(k, y, generator)`` → images in [0, 1] for n balanced labels, batch by batch."""
+    g = torch.Generator().manual_seed(seed)
+    y = balanced_labels(n)
+    return torch.cat([sample_fn(len(y[i:i + batch_size]), y[i:i + batch_size], g).cpu()
+                      for i in range(0, n, batch_size)])
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -322,6 +333,50 @@ class StudyResult:
     seconds: list = field(default_factory=list)     # cumulative stage-2 training seconds at each step count
 
 
+def compression_study(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, reference: torch.Tensor,
+                      fs=(1, 2, 4, 8), latent_chs=(1, 2, 4, 4), ae_ch: int = 16, ae_steps: int = 400,
+                      unet_ch: int = 16, steps: int = 800, evals: int = 4, batch_size: int = 64,
+                      lr: float = 2e-3, n_fid: int = 300, sample_steps: int = 20, T: int = 1000,
+                      seed: int = 0, progress: bool = True) -> list[StudyResult]:
+    """The small analogue of the seed paper's fig. 13: for each f, a KL first stage (PSNR on
+    ``x_test``) and a class-conditional latent UNet of the same width, FID-MNIST (against
+    ``reference``, images in [0, 1]) after every steps/evals training steps. Images in [−1, 1]."""
+    from .data import TensorBatches
+    from .diffusion import NoiseSchedule
+    from .metrics import fid_mnist
+    from .train import EMA, fit
+    from .unet import UNet
+    if len(fs) != len(latent_chs):
+        raise ValueError(f"fs {fs} and latent_chs {latent_chs} must have the same length")
+    schedule = NoiseSchedule(T=T, device=x.device)
+    results = []
+    for f, c in zip(fs, latent_chs):
+        ae, _ = train_first_stage(x, f=f, latent_ch=c, ch=ae_ch, steps=ae_steps, batch_size=batch_size,
+                                  lr=lr, seed=seed, progress=progress)
+        res = StudyResult(f=f, latent_shape=ae.latent_shape, psnr=reconstruction_psnr(ae, x_test))
+        z = encode_dataset(ae, x)
+        s = latent_scale_factor(z)
+        torch.manual_seed(seed)
+        unet = UNet(in_ch=c, ch=unet_ch, ch_mult=(1, 2), num_classes=10, image_size=ae.latent_shape[1]).to(x.device)
+        ema = EMA(unet, 0.995)
+        opt = torch.optim.AdamW(unet.parameters(), lr=lr)
+        batches = TensorBatches(z * s, y, batch_size=batch_size, seed=seed)
+        hist, chunk = None, max(1, steps // evals)
+        ldm = LatentDiffusion(ae, ema.model, schedule, s)
+        for k in range(evals):
+            hist = fit(unet, diffusion_batches_loss(schedule, 0.1), batches, chunk, optimizer=opt, ema=ema,
+                       history=hist, desc=f"LDM-{f} ({c}×{ae.latent_shape[1]}²)", progress=progress,
+                       live_plot=False)
+            imgs = sample_in_batches(lambda n, yy, g: ldm.sample(n, y=yy.to(x.device), steps=sample_steps,
+                                                                 generator=g), n_fid, seed=seed)
+            res.steps.append(hist.last_step)
+            res.fid.append(fid_mnist(imgs, reference[:n_fid]))
+            res.seconds.append(hist.seconds)
+        results.append(res)
+    return results
+
+
 __all__ = ["FirstStage", "first_stage_loss", "check_factor", "pad_images", "crop_images",
-           "encode_dataset", "latent_scale_factor", "LatentDiffusion", "latent_batches_loss",
+           "encode_dataset", "latent_scale_factor", "LatentDiffusion", "diffusion_batches_loss",
+           "train_first_stage", "balanced_labels", "sample_in_batches", "compression_study",
            "reconstruction_psnr", "time_per_step", "StudyResult", "IMAGE_SIZE", "PADDED_SIZE"]

@@ -42,7 +42,9 @@ class VAEConfig:
     lr: float = 1e-3
     latent_dim_2d: int = 2         # a second, 2-D VAE for the manifold plot and the β study
     steps_2d: int = 3000
-    betas: tuple = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0)   # β values precomputed for the β slider
+    # β values precomputed for the β slider; measured on the cpu preset (2-D, 1500 steps): both latent
+    # dims active up to β = 8, one collapsed (KL ≈ 0) at β = 24, both at β = 64
+    betas: tuple = (0.1, 0.5, 1.0, 4.0, 24.0, 64.0)
     beta_steps: int = 1500
     iw_samples: int = 100          # importance samples for log p(x) (Burda et al. 2016)
     n_eval: int = 10000            # test images for the negative ELBO
@@ -52,19 +54,120 @@ class VAEConfig:
 # ----------------------------------------------------------------------------- lesson 03
 @dataclass(frozen=True)
 class VQConfig:
-    """Filled by the VQ-VAE lesson (issue 4)."""
+    """VQ-VAE (lesson 03): codebook size K, code size D, the conv autoencoder (28 → 7×7 tokens),
+    the three codebook-learning variants compared, and the autoregressive token prior."""
+    num_codes: int = 512           # K
+    code_dim: int = 16             # D
+    ch: int = 32
+    ch_mult: tuple = (1, 2, 2)     # f = 4: a 7×7 token map
+    num_res: int = 1
+    beta: float = 0.25             # commitment weight (eq. 25)
+    decay: float = 0.99            # EMA codebook decay γ
+    eps: float = 1e-5              # Laplace smoothing of EMA counts
+    dead_threshold: float = 1.0    # restart codes used < this many times per batch (running mean)
+    steps: int = 1000              # per variant: codebook loss / EMA / EMA + restart
+    extra_steps: int = 1000        # the EMA + restart model trains on for the rest of the lesson
+    batch_size: int = 64
+    lr: float = 2e-3
+    n_eval: int = 5000             # test images for PSNR and codebook usage
+    n_tokens: int = 30000          # training images tokenised for the prior
+    prior_dim: int = 128
+    prior_depth: int = 4
+    prior_heads: int = 4
+    prior_steps: int = 2000
+    prior_batch_size: int = 128
+    prior_lr: float = 1e-3
 
 
 # ----------------------------------------------------------------------------- lessons 04-05
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Filled by the DDPM/DDIM lessons (issue 5)."""
+    """Lessons 04-05: a class-conditional pixel DDPM on MNIST in [-1, 1], reused by lesson 05.
+
+    Cost model (bench/bench_unet.py): a training step costs ≈ batch × GFLOP/image (fwd+bwd); a
+    sampling step ≈ n × GFLOP/image / 3. ``patch=2`` folds 2×2 pixels into channels (lossless)."""
+    T: int = 1000
+    schedule: str = "cosine"
+    ch: int = 32
+    ch_mult: tuple = (1, 2)
+    num_res: int = 1
+    attn: bool = True
+    patch: int = 2
+    num_classes: int = 10          # class-conditional; the null label enables guidance
+    p_uncond: float = 0.1          # label dropout for classifier-free guidance
+    batch_size: int = 64
+    steps: int = 2000
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    clip_x0: float = 1.0           # clip x̂_0 to the data range while sampling (pixels only)
+    # evaluation
+    eval_every: int = 500          # FID-MNIST during training (DDIM, eval_steps, n_eval samples)
+    eval_steps: int = 20
+    n_eval: int = 200
+    n_fid: int = 500               # final FID / IS-MNIST sample count (and the real-data floor's n)
+    final_method: str = "ddim"     # sampler for lesson 04's final FID/IS ("ddpm" = all T steps)
+    final_steps: int = 50
+    n_traj: int = 8                # images in the trajectory strip/slider (full DDPM)
+    traj_frames: int = 21
+    guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
+    guidance_steps: int = 50       # DDIM steps for the guidance grid
+    # lesson 05
+    ddim_steps_list: tuple = (10, 20, 50, 100)
+    ddpm_steps_list: tuple = (100, 1000)   # 1000 = full ancestral DDPM, fewer = strided
+    n_fid_steps: int = 200         # samples per entry of the steps table
+    widget_steps: tuple = (5, 10, 20, 50, 100)
+    widget_etas: tuple = (0.0, 0.5, 1.0)
+    n_widget: int = 8
+    invert_steps: int = 50
 
 
 # ----------------------------------------------------------------------------- lesson 06
 @dataclass(frozen=True)
 class LDMConfig:
-    """Filled by the latent diffusion lesson (issue 6)."""
+    """Lesson 06: first stage (KL or VQ autoencoder), latent UNet, pixel baseline, f-study.
+
+    The pixel and latent UNets share ch/ch_mult (equal parameters up to in_ch); their step counts
+    are chosen so their *training wall times* are about equal (the latent side includes the
+    autoencoder), the comparison the lesson measures."""
+    n_train: int = 60000           # training images used (tiny: fewer, so encoding them is quick)
+    # first stage: 28×28 padded to 32×32 → latent_ch × 32/f × 32/f
+    f: int = 4
+    latent_ch: int = 4
+    ae_ch: int = 16
+    ae_steps: int = 1500
+    ae_batch_size: int = 128
+    ae_lr: float = 2e-3
+    kl_weight: float = 1e-6
+    codebook_size: int = 128
+    # second stage (latent UNet) and the pixel baseline (same widths)
+    unet_ch: int = 32
+    unet_ch_mult: tuple = (1, 2)
+    unet_num_res: int = 1
+    steps: int = 4000
+    pixel_steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-3
+    p_uncond: float = 0.1
+    T: int = 1000
+    ema_decay: float = 0.999
+    compare_steps: int = 1500      # scaled vs unscaled and KL vs VQ LDMs are compared at this many steps
+    sample_steps: int = 50         # DDIM steps
+    guidance: float = 2.0
+    guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
+    n_fid: int = 1000
+    n_time: int = 64               # images sampled for the timing column
+    # compression-factor study (small analogue of the seed paper's fig. 13)
+    study_fs: tuple = (1, 2, 4, 8)
+    study_latent_ch: tuple = (1, 2, 4, 4)
+    study_ae_ch: int = 16
+    study_ae_steps: int = 400
+    study_unet_ch: int = 16
+    study_steps: int = 800
+    study_evals: int = 4
+    study_n_fid: int = 300
+    study_sample_steps: int = 20
+    study_n_train: int = 20000
 
 
 @dataclass(frozen=True)
@@ -92,7 +195,19 @@ def _tiny() -> Preset:
         ae=AEConfig(hidden=128, steps=150, sweep_dims=(2, 8, 32), sweep_steps=60, n_eval=2000),
         vae=VAEConfig(hidden=128, steps=200, steps_2d=150, betas=(0.5, 1.0, 4.0), beta_steps=60,
                       iw_samples=16, n_eval=2000, n_eval_iw=200),
-        vq=VQConfig(), diffusion=DiffusionConfig(), ldm=LDMConfig(),
+        vq=VQConfig(num_codes=64, code_dim=8, ch=8, steps=40, extra_steps=0, batch_size=32, n_eval=1000,
+                    n_tokens=2000, prior_dim=32, prior_depth=1, prior_heads=2, prior_steps=40, prior_batch_size=64),
+        diffusion=DiffusionConfig(T=100, ch=8, ch_mult=(1, 2), steps=40, batch_size=16, eval_every=20,
+                                  eval_steps=5, n_eval=32, n_fid=64, final_steps=10, n_traj=4,
+                                  traj_frames=6, guidance_values=(0.0, 1.0, 3.0), guidance_steps=5,
+                                  ddim_steps_list=(5, 10), ddpm_steps_list=(20, 100), n_fid_steps=32,
+                                  widget_steps=(5, 10), widget_etas=(0.0, 1.0), n_widget=4,
+                                  invert_steps=10, warmup_steps=5),
+        ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, unet_ch=16, steps=150,
+                      pixel_steps=12, batch_size=32, compare_steps=60, sample_steps=8, n_fid=100, n_time=16,
+                      guidance_values=(0.0, 1.0, 3.0), study_ae_ch=8, study_ae_steps=15, study_unet_ch=8,
+                      study_steps=16, study_evals=2, study_n_fid=50, study_sample_steps=4,
+                      study_n_train=1000),
     )
 
 
@@ -101,7 +216,11 @@ def _cpu() -> Preset:
         name="cpu", device="cpu", minutes=10,
         ae=AEConfig(hidden=512, steps=3000, sweep_steps=1500),
         vae=VAEConfig(hidden=512, steps=12000, steps_2d=3000, beta_steps=1500),
-        vq=VQConfig(), diffusion=DiffusionConfig(), ldm=LDMConfig(),
+        vq=VQConfig(ch=16, steps=600, extra_steps=600, prior_dim=64, prior_depth=2, prior_steps=1500),
+        diffusion=DiffusionConfig(),
+        ldm=LDMConfig(ae_ch=16, ae_steps=900, ae_batch_size=64, unet_ch=32, steps=2200, pixel_steps=270,
+                     batch_size=128, compare_steps=800, sample_steps=30, n_fid=400, study_ae_steps=250,
+                     study_unet_ch=16, study_steps=300, study_evals=3, study_n_fid=200, study_sample_steps=20),
     )
 
 
@@ -111,7 +230,20 @@ def _gpu() -> Preset:
         ae=AEConfig(hidden=1024, steps=6000, batch_size=256, sweep_steps=3000),
         vae=VAEConfig(hidden=1024, steps=40000, batch_size=256, lr=1e-3, steps_2d=6000,
                       beta_steps=3000, iw_samples=1000, n_eval_iw=10000),
-        vq=VQConfig(), diffusion=DiffusionConfig(), ldm=LDMConfig(),
+        vq=VQConfig(num_codes=512, code_dim=32, ch=64, steps=3000, extra_steps=3000, batch_size=256, lr=2e-3,
+                    n_eval=10000, n_tokens=60000, prior_dim=256, prior_depth=6, prior_heads=8, prior_steps=6000,
+                    prior_batch_size=256, prior_lr=6e-4),
+        diffusion=DiffusionConfig(ch=64, ch_mult=(1, 2, 2), num_res=2, patch=1, batch_size=256,
+                                  steps=6000, lr=1e-3, warmup_steps=200, ema_decay=0.999,
+                                  eval_every=2000, eval_steps=50, n_eval=1000, n_fid=2000,
+                                  final_method="ddpm", final_steps=1000, n_traj=16, traj_frames=41,
+                                  ddim_steps_list=(10, 20, 50, 100, 250), ddpm_steps_list=(100, 1000),
+                                  n_fid_steps=2000, widget_steps=(5, 10, 20, 50, 100, 250),
+                                  n_widget=16),
+        ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, unet_ch=64, steps=5000, pixel_steps=5000,
+                     batch_size=256, compare_steps=2000, sample_steps=50, n_fid=2000, study_ae_ch=16,
+                     study_ae_steps=1000, study_unet_ch=32, study_steps=3000, study_evals=5,
+                     study_n_fid=1000, study_sample_steps=25, study_n_train=60000),
     )
 
 

@@ -111,6 +111,14 @@ class EMA:
 
 
 # ----------------------------------------------------------------------------- live plot
+def progress_bar(iterable, progress: bool = True, **kwargs):
+    """tqdm.auto over ``iterable``; off when ``progress`` is False or TQDM_DISABLE is set (the tests
+    set it so nbval does not store thousands of bar updates)."""
+    import os
+    off = (not progress) or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return tqdm(iterable, disable=off, **kwargs)
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -215,7 +223,7 @@ def fit(
     run_loss, run_metrics, n_run = 0.0, {}, 0
     model.train()
     start = time.time()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=True, file=sys.stdout)
+    bar = progress_bar(range(steps), progress, desc=desc, leave=True, file=sys.stdout)
     try:
         for i in bar:
             for g, base in zip(optimizer.param_groups, base_lrs):

@@ -26,24 +26,30 @@ class UNet(nn.Module):
     in_ch: image/latent channels; ch: base width; ch_mult: width multiplier per resolution level
     (len(ch_mult) − 1 downsamplings); num_res: ResBlocks per level; attn: one self-attention block
     at the lowest resolution; num_classes: None (unconditional) or the number of classes, and then
-    ``y = num_classes`` (or y=None) means "no label".
+    ``y = num_classes`` (or y=None) means "no label". patch: 2 folds each 2×2 block of pixels
+    into channels first (pixel_unshuffle, lossless: 1×28×28 ↔ 4×14×14) and unfolds at the end —
+    4× less compute per layer, the cheap trick the cpu preset uses (as DiT's patches do).
     """
 
     def __init__(self, in_ch: int = 1, ch: int = 32, ch_mult: tuple = (1, 2), num_res: int = 1,
                  attn: bool = True, num_classes: int | None = None, image_size: int = 28,
-                 dropout: float = 0.0, heads: int = 4):
+                 dropout: float = 0.0, heads: int = 4, patch: int = 1):
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
         if not ch_mult or ch < 1 or num_res < 1:
             raise ValueError("UNet needs ch ≥ 1, num_res ≥ 1 and a non-empty ch_mult")
+        if patch < 1 or image_size % patch:
+            raise ValueError(f"patch must be ≥ 1 and divide image_size={image_size}, got {patch}")
         self.config = dict(in_ch=in_ch, ch=ch, ch_mult=list(ch_mult), num_res=num_res, attn=attn,
-                           num_classes=num_classes, image_size=image_size, dropout=dropout, heads=heads)
+                           num_classes=num_classes, image_size=image_size, dropout=dropout, heads=heads,
+                           patch=patch)
+        self.patch = patch
         self.in_ch, self.image_size, self.num_classes = in_ch, image_size, num_classes
         emb = 4 * ch
         self.time_emb = nn.Sequential(SinusoidalEmbedding(ch), mlp([ch, emb, emb]))
         self.class_emb = nn.Embedding(num_classes + 1, emb) if num_classes else None
 
-        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_ch * patch**2, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skip_chs, c = [ch], ch
         for i, m in enumerate(ch_mult):
@@ -65,7 +71,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.up.append(Upsample(c))
         self.norm_out = group_norm(c)
-        self.conv_out = nn.Conv2d(c, in_ch, 3, padding=1)
+        self.conv_out = nn.Conv2d(c, in_ch * patch**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)          # start as "predict ε = 0": a calm first step
         nn.init.zeros_(self.conv_out.bias)
 
@@ -93,6 +99,11 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_image_batch(x, self.in_ch, name="UNet input x")
         emb = self.embed(t, y, x.shape[0], x.device)
+        if self.patch > 1:
+            if x.shape[-1] % self.patch or x.shape[-2] % self.patch:
+                raise ValueError(f"with patch={self.patch} H and W must be multiples of {self.patch}, "
+                                 f"got {tuple(x.shape[-2:])}")
+            x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:
@@ -104,7 +115,8 @@ class UNet(nn.Module):
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)
             else:
                 h = layer(h, size=skips[-1].shape[-2:])
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
 
 def _heads(channels: int, wanted: int) -> int:

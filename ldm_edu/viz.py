@@ -138,16 +138,21 @@ def image_strip(images, labels=None, title: str | None = None, scale: float = 0.
 
 
 # ----------------------------------------------------------------------------- lessons 01–02
-def latent_point_figure(z, labels, point, image, extent: float | None = None, title: str | None = None):
-    """Left: the 2-D latent scatter with ``point`` marked; right: the image 𝒟(point) decoded there."""
+def latent_point_figure(z, labels, point, image, extent=None, title: str | None = None):
+    """Left: the 2-D latent scatter with ``point`` marked; right: the image 𝒟(point) decoded there.
+    ``extent``: a number e (square [−e, e]²) or a box ((lo₁, hi₁), (lo₂, hi₂))."""
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8.0, 3.6), gridspec_kw={"width_ratios": [1.35, 1]})
-    latent_scatter(z, labels, ax=ax0, s=1.5, extent=extent, title=title or "latent space (test set)")
+    box = extent if extent is not None and not isinstance(extent, (int, float)) else None
+    latent_scatter(z, labels, ax=ax0, s=1.5, extent=None if box else extent,
+                   title=title or "latent space (test set)")
+    if box:
+        ax0.set_xlim(*box[0]), ax0.set_ylim(*box[1])
     p = [float(v) for v in point]
     ax0.plot(p[0], p[1], marker="*", color="black", markersize=16, markeredgecolor="white")
     img = _to_numpy_images(image.reshape(1, 1, 28, 28) if torch.is_tensor(image) else np.reshape(image, (1, 1, 28, 28)))[0]
     ax1.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax1.set_axis_off()
-    ax1.set_title(f"𝒟(z) at z = ({p[0]:.2f}, {p[1]:.2f})", fontsize=10)
+    ax1.set_title(f"D(z) at z = ({p[0]:.2f}, {p[1]:.2f})", fontsize=10)
     fig.tight_layout()
     return _finish(fig)
 
@@ -175,7 +180,96 @@ def beta_figure(snapshots: dict, beta: float):
     axes[2].grid(alpha=0.3)
     kd = snap["kl_per_dim"].numpy() if torch.is_tensor(snap["kl_per_dim"]) else np.asarray(snap["kl_per_dim"])
     axes[3].bar([f"z{j + 1}" for j in range(len(kd))], kd, color=["C3" if v < 0.05 else "C0" for v in kd])
+    for j, v in enumerate(kd):       # label every bar: a collapsed one has no height to see
+        axes[3].annotate(f"{v:.2f}" + ("\ncollapsed" if v < 0.05 else ""), (j, float(v)), ha="center",
+                         va="bottom", fontsize=8, color="C3" if v < 0.05 else "black",
+                         textcoords="offset points", xytext=(0, 2))
     axes[3].set_title("KL per dim (red: collapsed)", fontsize=10)
     axes[3].set_ylim(0, max(0.5, float(kd.max()) * 1.15))
+    fig.tight_layout()
+    return _finish(fig)
+
+
+# ----------------------------------------------------------------------------- lesson 03: VQ-VAE
+def codebook_usage_figure(counts: dict, title: str = "codebook usage on test images"):
+    """One panel per run: how often each code is used, codes sorted by use (log scale).
+
+    ``counts``: name → (K,) tensor of assignment counts. The title of each panel gives the number
+    of used codes and the perplexity exp(H(p)) of the usage distribution."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 3.0), sharey=True, squeeze=False)
+    for ax, (name, c) in zip(axes[0], counts.items()):
+        c = torch.as_tensor(c).float().cpu()
+        k = len(c)
+        srt = c.sort(descending=True).values.numpy()
+        p = c / c.sum().clamp_min(1)
+        ppl = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
+        used = int((c > 0).sum())
+        ax.bar(np.arange(k), np.maximum(srt, 0.8), width=1.0, color=np.where(srt > 0, "C0", "C3"))
+        ax.set_yscale("log")
+        ax.set_ylim(0.8, None)
+        ax.set_xlabel("code (sorted by use)")
+        ax.set_title(f"{name}\nused {used}/{k} ({used / k:.0%}), perplexity {ppl:.0f}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0, 0].set_ylabel("assignments")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def token_map_figure(image, tokens, decoded=None, highlight: tuple | None = None, title: str | None = None):
+    """An image, its token map (code indices written in the cells) and the decoded tokens."""
+    tok = torch.as_tensor(tokens).cpu()
+    n = 2 + (decoded is not None)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.1))
+    axes[0].imshow(_to_numpy_images(image[None] if image.dim() == 3 else image)[0], cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("image", fontsize=9)
+    axes[1].imshow(tok.numpy(), cmap="tab20", interpolation="nearest")
+    h, w = tok.shape
+    for i in range(h):
+        for j in range(w):
+            axes[1].text(j, i, str(int(tok[i, j])), ha="center", va="center", fontsize=6.5 if h <= 8 else 4)
+    if highlight is not None:
+        r, c = highlight
+        axes[1].add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    axes[1].set_title(f"{h}×{w} token map (code indices)", fontsize=9)
+    if decoded is not None:
+        axes[2].imshow(_to_numpy_images(decoded[None] if decoded.dim() == 3 else decoded)[0], cmap="gray",
+                       vmin=0, vmax=1)
+        if highlight is not None:
+            s = axes[2].get_images()[0].get_array().shape[0] / h
+            axes[2].add_patch(plt.Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, ec="red", lw=1.5))
+        axes[2].set_title("decoded tokens", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def codebook_pca_figure(codebook, counts=None, z=None, title: str = "codebook projected to 2-D (PCA)"):
+    """Codebook vectors (K, D) in the plane of their first two principal components, coloured by
+    usage (dead codes as red crosses); optionally a sample of encoder outputs z (N, D) behind them."""
+    e = torch.as_tensor(codebook).detach().float().cpu()
+    pts = e if z is None else torch.cat([e, torch.as_tensor(z).detach().float().cpu()])
+    mean = pts.mean(0, keepdim=True)
+    _, _, v = torch.pca_lowrank(pts - mean, q=2, center=False)
+    proj = lambda a: ((a - mean) @ v[:, :2]).numpy()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    if z is not None:
+        zp = proj(torch.as_tensor(z).detach().float().cpu())
+        ax.scatter(zp[:, 0], zp[:, 1], s=1, color="0.75", alpha=0.4, label="encoder outputs $z_e$")
+    ep = proj(e)
+    if counts is None:
+        ax.scatter(ep[:, 0], ep[:, 1], s=8, color="C0", label="codes")
+    else:
+        c = torch.as_tensor(counts).float().cpu().numpy()
+        alive = c > 0
+        sc = ax.scatter(ep[alive, 0], ep[alive, 1], s=9, c=np.log10(c[alive]), cmap="viridis", label="used codes")
+        fig.colorbar(sc, ax=ax, label="log10 uses")
+        if (~alive).any():
+            ax.scatter(ep[~alive, 0], ep[~alive, 1], s=12, marker="x", color="C3", label=f"dead codes ({(~alive).sum()})")
+    ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best", markerscale=2)
     fig.tight_layout()
     return _finish(fig)

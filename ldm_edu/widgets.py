@@ -71,30 +71,39 @@ def _counted(render: Callable, box_state: dict) -> Callable:
     return wrapped
 
 
-def latent_explorer(decode: Callable, z, labels, extent: float | None = None, point=(0.0, 0.0),
-                    step: float = 0.05) -> W.Box:
+def latent_explorer(decode: Callable, z, labels, extent=None, point=None, step: float | None = None) -> W.Box:
     """Two sliders (z₁, z₂) move a point in a 2-D latent plane; the figure shows it on the scatter
-    of ``z`` (coloured by ``labels``) and the image ``decode(point)`` beside it (lesson 01).
+    of ``z`` (coloured by ``labels``) and the image ``decode(point)`` beside it (lessons 01, 02).
 
-    Decoding one point is one MLP pass, so it runs in the callback; the sliders only fire on
-    release. ``box.render(z1=…, z2=…)`` draws one state as a static Figure."""
+    ``extent``: a number e (the square [−e, e]²), a box ((lo₁, hi₁), (lo₂, hi₂)), or ``None`` for the
+    codes' own bounding box. Decoding one point is one MLP pass, so it runs in the callback; the
+    sliders fire on release. ``box.render(z1=…, z2=…)`` draws one state as a static Figure and
+    ``box.bounds`` is the box shown."""
     from . import viz
+    from .autoencoders import latent_bounds
     import torch
 
     zc = z.detach().cpu() if hasattr(z, "detach") else torch.as_tensor(z)
-    lim = float(extent) if extent is not None else float(zc.abs().quantile(0.99)) * 1.1
+    if extent is None:
+        bounds = latent_bounds(zc)
+    elif isinstance(extent, (int, float)):
+        bounds = ((-float(extent), float(extent)),) * 2
+    else:
+        bounds = tuple((float(a), float(b)) for a, b in extent)
+    if point is None:
+        point = tuple(0.5 * (a + b) for a, b in bounds)
 
     def render(z1: float, z2: float):
         with torch.no_grad():
             img = decode(torch.tensor([[z1, z2]], dtype=torch.float32))
-        return viz.latent_point_figure(zc, labels, (z1, z2), img.detach().cpu(), extent=lim)
+        return viz.latent_point_figure(zc, labels, (z1, z2), img.detach().cpu(), extent=bounds)
 
-    sliders = {name: W.FloatSlider(value=float(v), min=-lim, max=lim, step=step, description=name,
-                                   continuous_update=False, readout_format=".2f")
-               for name, v in zip(("z1", "z2"), point)}
+    sliders = {name: W.FloatSlider(value=float(v), min=lo, max=hi, step=step or (hi - lo) / 200,
+                                   description=name, continuous_update=False, readout_format=".2f")
+               for name, v, (lo, hi) in zip(("z1", "z2"), point, bounds)}
     state = {"renders": 0, "last_error": None}
     box = interactive_figure(_counted(render, state), sliders)
-    box.render, box.state, box.extent = render, state, lim
+    box.render, box.state, box.bounds = render, state, bounds
     return box
 
 
@@ -114,4 +123,41 @@ def beta_explorer(snapshots: dict) -> W.Box:
     state = {"renders": 0, "last_error": None}
     box = interactive_figure(_counted(render, state), {"beta": slider})
     box.render, box.state = render, state
+    return box
+
+
+# ----------------------------------------------------------------------------- lesson 03: VQ-VAE
+def token_editor(model, image, description: str = "edit one token") -> W.Box:
+    """Edit one token of an image's token map and decode live (lesson 03).
+
+    Sliders pick the row, the column and the new code index; moving row/column shows the code
+    that is there now. ``model`` is a VQVAE (``tokenize``, ``decode_tokens``, ``token_shape``)."""
+    import torch
+
+    from .viz import token_map_figure
+
+    model.eval()
+    base = model.tokenize(image[None])[0]
+    h, w = base.shape
+    k = model.quantizer.num_codes
+    row = W.IntSlider(value=h // 2, min=0, max=h - 1, description="row", continuous_update=False)
+    col = W.IntSlider(value=w // 2, min=0, max=w - 1, description="column", continuous_update=False)
+    code = W.IntSlider(value=int(base[h // 2, w // 2]), min=0, max=k - 1, description="code",
+                       continuous_update=False)
+
+    def render(row, col, code):
+        edited = base.clone()
+        edited[row, col] = code
+        with torch.no_grad():
+            decoded = model.decode_tokens(edited[None])[0]
+        return token_map_figure(image, edited, decoded, highlight=(row, col),
+                                title=f"{description}: ({row}, {col}) = {int(base[row, col])} → {code}")
+
+    def follow(_):
+        code.value = int(base[row.value, col.value])
+
+    box = interactive_figure(render, {"row": row, "col": col, "code": code})
+    row.observe(follow, names="value")
+    col.observe(follow, names="value")
+    box.base_tokens, box.render = base, render
     return box

@@ -12,7 +12,6 @@ from ldm_edu.diffusion import (GaussianEpsModel, NoiseSchedule, ddim_invert, ddi
                                ddpm_step, diffusion_loss, guided_eps, predict_x0, q_sample, q_step,
                                sample, slerp)
 
-torch.set_num_threads(2)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -168,9 +167,9 @@ def test_ddim_eta0_deterministic_and_sampling_reproducible():
                        sample(m, s, (2, 1, 3, 3), generator=g2, progress=False))
 
 
-@pytest.mark.parametrize("method,steps,eta", [("ddpm", None, 0.0), ("ddim", 50, 0.0), ("ddim", 50, 1.0)])
+@pytest.mark.parametrize("method,steps,eta", [("ddpm", None, 0.0), ("ddim", 1000, 0.0), ("ddim", 1000, 0.5)])
 def test_samplers_reproduce_the_data_gaussian(method, steps, eta):
-    """With the exact ε of N(μ, s²), DDPM and DDIM must return samples with mean μ and std s."""
+    """With the exact ε of N(μ, s²), DDPM and (fine-stepped) DDIM return samples with mean μ, std s."""
     mu, std = 0.5, 0.3
     s, m = _gauss_setup(1000, "linear", mu, std)
     g = torch.Generator().manual_seed(0)
@@ -187,15 +186,29 @@ def test_trajectory_records_every_step():
     assert traj.timesteps[0] == 99 and traj.timesteps[-1] == 0
 
 
+def test_ddim_few_steps_is_a_discretisation_that_converges():
+    """DDIM-k is an ODE discretisation: its error in the sample std shrinks as k grows."""
+    s, m = _gauss_setup(1000, "linear", 0.5, 0.3)
+    errs = []
+    for steps in (20, 100, 1000):
+        g = torch.Generator().manual_seed(0)
+        x = sample(m, s, (4000, 1, 2, 2), method="ddim", steps=steps, generator=g, progress=False)
+        errs.append(abs(x.std().item() - 0.3))
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 0.006
+
+
 def test_ddim_inversion_round_trip():
     s, m = _gauss_setup(1000, "linear", 0.5, 0.3)
     torch.manual_seed(0)
     x0 = 0.5 + 0.3 * torch.randn(8, 1, 4, 4)
-    x_T = ddim_invert(m, s, x0, steps=50)
-    # x_T looks like N(0, I)-ish noise, and decoding it brings x0 back
-    back = sample(m, s, x0.shape, method="ddim", steps=50, x_T=x_T, progress=False)
-    assert (back - x0).abs().max().item() < 0.02
-    assert x_T.std().item() > 0.8
+    errs = []
+    for steps in (50, 1000):
+        x_T = ddim_invert(m, s, x0, steps=steps)
+        # x_T looks like N(0, I) noise, and decoding it brings x0 back
+        back = sample(m, s, x0.shape, method="ddim", steps=steps, x_T=x_T, progress=False)
+        errs.append((back - x0).abs().max().item())
+        assert 0.7 < x_T.std().item() < 1.3
+    assert errs[1] < 0.01 and errs[0] < 0.15 and errs[1] < errs[0] / 5
 
 
 def test_ddim_with_all_steps_eta1_approaches_ddpm_distribution():

@@ -1,0 +1,266 @@
+"""VQ-VAE (lesson 03): quantiser, straight-through estimator, VQ losses, EMA, restarts, VQVAE."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ldm_edu.autoencoders import VQVAE, VectorQuantizer, codebook_perplexity, squared_distances, vqvae_loss
+from ldm_edu.presets import get_preset
+
+torch.set_num_threads(2)
+
+
+def _vq(K=4, D=2, **kw):
+    q = VectorQuantizer(num_codes=K, code_dim=D, **kw)
+    return q
+
+
+def test_distance_formula_equals_cdist():
+    g = torch.Generator().manual_seed(0)
+    z, e = torch.randn(300, 7, generator=g), torch.randn(50, 7, generator=g)
+    d = squared_distances(z, e)
+    assert d.shape == (300, 50)
+    torch.testing.assert_close(d, torch.cdist(z, e).pow(2), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="same D"):
+        squared_distances(z, e[:, :3])
+
+
+def test_quantizer_shapes_and_nearest_code():
+    torch.manual_seed(0)
+    q = _vq(K=16, D=3).eval()
+    z = torch.randn(2, 3, 5, 4)
+    out = q(z)
+    assert out["z_q"].shape == z.shape and out["indices"].shape == (2, 5, 4)
+    assert out["counts"].shape == (16,) and out["counts"].sum() == 40
+    # every index is the argmin of the brute-force distances (eq. 20)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 3)
+    brute = ((flat[:, None] - q.codebook[None]) ** 2).sum(-1).argmin(1)
+    assert torch.equal(out["indices"].flatten(), brute)
+    # the forward value of z_q is the chosen code
+    torch.testing.assert_close(out["z_q"], q.lookup(out["indices"]))
+
+
+def test_wrong_channel_count_gives_clear_error():
+    q = _vq(K=8, D=4)
+    with pytest.raises(ValueError, match=r"\(batch, 4, H, W\)"):
+        q(torch.randn(2, 3, 7, 7))
+    with pytest.raises(ValueError, match="integer"):
+        q.lookup(torch.zeros(2, 7, 7))
+    with pytest.raises(ValueError, match=r"\[0, 7\]"):
+        q.lookup(torch.full((1, 2, 2), 8))
+    m = VQVAE(num_codes=8, code_dim=4, ch=8)
+    with pytest.raises(ValueError, match="VQVAE input"):
+        m(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="7, 7"):
+        m.decode_tokens(torch.zeros(2, 4, 4, dtype=torch.long))
+
+
+def test_straight_through_gradient_equals_gradient_at_quantised_vector():
+    """d f(z_q)/d z_e (straight-through) = ∇f evaluated at e_k, checked by finite differences."""
+    torch.manual_seed(1)
+    q = _vq(K=5, D=3).eval()
+    z = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    q.double()
+    w = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    f = lambda v: (torch.sin(v) * w).sum() + v.pow(3).sum()
+    z_e = z.clone().requires_grad_(True)
+    f(q(z_e)["z_q"]).backward()
+    e = q.lookup(q(z)["indices"]).detach()
+    h, num = 1e-6, torch.zeros_like(e)
+    for i in range(e.numel()):
+        d = torch.zeros_like(e).view(-1)
+        d[i] = h
+        d = d.view_as(e)
+        num.view(-1)[i] = (f(e + d) - f(e - d)) / (2 * h)
+    torch.testing.assert_close(z_e.grad, num, atol=1e-6, rtol=1e-6)
+
+
+def test_loss_terms_hand_computed_and_gradients_go_where_they_should():
+    q = _vq(K=2, D=2, beta=0.25)
+    with torch.no_grad():
+        q.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    # two vectors: (0.2, -0.1) → code 0, (0.8, 1.3) → code 1
+    z = torch.tensor([[0.2, -0.1], [0.8, 1.3]]).T.reshape(1, 2, 1, 2).clone().requires_grad_(True)
+    out = q.eval()(z)
+    assert out["indices"].flatten().tolist() == [0, 1]
+    sq = (0.2**2 + 0.1**2 + 0.2**2 + 0.3**2) / 4          # mean over the 4 elements
+    assert out["codebook_loss"].item() == pytest.approx(sq)
+    assert out["commitment_loss"].item() == pytest.approx(sq)
+    assert out["loss"].item() == pytest.approx(sq * 1.25)
+    # codebook term (eq. 23) moves only the codebook ...
+    out["codebook_loss"].backward(retain_graph=True)
+    assert z.grad is None or torch.all(z.grad == 0)
+    assert q.codebook.grad is not None and q.codebook.grad.abs().sum() > 0
+    # ... the commitment term (eq. 24) only the encoder output
+    q.codebook.grad = None
+    out["commitment_loss"].backward()
+    assert q.codebook.grad is None or torch.all(q.codebook.grad == 0)
+    torch.testing.assert_close(z.grad, 2 * (z - q.lookup(out["indices"])).detach() / 4)
+
+
+def test_ema_loss_has_no_codebook_term():
+    q = _vq(K=2, D=2, beta=0.25, ema=True).eval()
+    out = q(torch.randn(1, 2, 3, 3))
+    assert out["loss"].item() == pytest.approx(0.25 * out["commitment_loss"].item())
+    assert not q.codebook.requires_grad
+
+
+def test_ema_step_matches_hand_computation():
+    q = _vq(K=3, D=2, ema=True, decay=0.9, eps=1e-5)
+    e0 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    with torch.no_grad():
+        q.codebook.copy_(e0)
+        q.ema_sum.copy_(e0)
+    z = torch.tensor([[0.1, 0.1], [-0.1, 0.3], [1.2, 0.0]])
+    idx = torch.tensor([0, 0, 1])
+    q.ema_step(z, idx)
+    N = 0.9 * torch.ones(3) + 0.1 * torch.tensor([2.0, 1.0, 0.0])
+    m = 0.9 * e0 + 0.1 * torch.stack([z[0] + z[1], z[2], torch.zeros(2)])
+    n = N.sum()
+    Ns = (N + 1e-5) / (n + 3 * 1e-5) * n
+    torch.testing.assert_close(q.ema_count, N)
+    torch.testing.assert_close(q.ema_sum, m)
+    torch.testing.assert_close(q.codebook.data, m / Ns[:, None])
+
+
+def test_ema_with_zero_decay_is_a_kmeans_step():
+    torch.manual_seed(0)
+    q = _vq(K=6, D=2, ema=True, decay=0.0, eps=0.0)
+    z = torch.randn(200, 2)
+    idx = q.nearest(z)
+    q.ema_step(z, idx)
+    for k in range(6):
+        if (idx == k).any():
+            torch.testing.assert_close(q.codebook[k], z[idx == k].mean(0))
+
+
+def test_dead_code_restart_revives_unused_codes():
+    torch.manual_seed(0)
+    q = _vq(K=8, D=2, ema=True, restart_dead=True, dead_threshold=1.0)
+    with torch.no_grad():   # codes 4..7 far away from the data: never chosen
+        q.codebook[4:] = 100.0
+        q.ema_sum.copy_(q.codebook)
+    z = torch.randn(4, 2, 8, 8)
+    q.train()
+    for _ in range(3):
+        out = q(z)
+    assert q.restarts.item() >= 4
+    assert q.codebook.abs().max() < 50          # the far codes now sit among the data
+    assert (out["counts"][4:] > 0).any()
+    # without restarts they stay dead
+    q2 = _vq(K=8, D=2, ema=True)
+    with torch.no_grad():
+        q2.codebook[4:] = 100.0
+        q2.ema_sum.copy_(q2.codebook)
+    for _ in range(3):
+        out2 = q2.train()(z)
+    assert torch.all(out2["counts"][4:] == 0)
+
+
+def test_perplexity_of_known_usage():
+    assert codebook_perplexity(torch.tensor([5.0, 5, 5, 5, 0, 0])).item() == pytest.approx(4.0)
+    assert codebook_perplexity(torch.tensor([0.0, 9, 0])).item() == pytest.approx(1.0)
+    p = torch.tensor([0.5, 0.25, 0.25])
+    assert codebook_perplexity(p * 8).item() == pytest.approx(math.exp(-(p * p.log()).sum().item()))
+
+
+def test_kmeans_init_puts_codes_on_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    z = (centers[torch.arange(300) % 3] + 0.1 * torch.randn(300, 2, generator=g))
+    q = _vq(K=3, D=2)
+    q.init_kmeans(z)
+    got = sorted(map(tuple, q.codebook.detach().round().tolist()))
+    assert got == sorted(map(tuple, centers.tolist()))
+    with pytest.raises(ValueError, match="at least 3"):
+        q.init_kmeans(z[:2])
+
+
+def test_vqvae_shapes_loss_and_tokens():
+    torch.manual_seed(0)
+    m = VQVAE(num_codes=32, code_dim=8, ch=8)
+    assert m.token_shape == (7, 7) and m.config["num_codes"] == 32
+    x = torch.rand(4, 1, 28, 28)
+    out = m(x)
+    assert out["x_hat"].shape == x.shape and out["indices"].shape == (4, 7, 7)
+    assert out["loss"].item() == pytest.approx(out["recon"].item() + out["vq_loss"].item())
+    toks = m.eval().tokenize(x)
+    assert torch.equal(toks, m(x)["indices"])
+    img = m.decode_tokens(toks)
+    assert img.shape == x.shape and img.min() >= 0 and img.max() <= 1
+
+
+def test_vqvae_learns_a_little():
+    """A few hundred steps on 256 images lower the reconstruction error clearly."""
+    from ldm_edu.data import TensorBatches, mnist_tensors
+    from ldm_edu.train import fit, seed_everything
+    seed_everything(0)
+    x, _ = mnist_tensors("train", limit=256)
+    m = VQVAE(num_codes=32, code_dim=8, ch=8)
+    before = m.eval()(x)["recon"].item()
+    fit(m, vqvae_loss, TensorBatches(x, batch_size=32, seed=0), 60, lr=3e-3, progress=False)
+    after = m.eval()(x)["recon"].item()
+    assert after < 0.6 * before
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "gpu"])
+def test_presets_build_and_step_on_cpu(name):
+    """Each preset's VQ-VAE and prior build and take one training step on the CPU."""
+    from ldm_edu.token_prior import TokenPrior
+    p = get_preset(name, device="cpu").vq
+    m = VQVAE(num_codes=p.num_codes, code_dim=p.code_dim, ch=p.ch, ch_mult=p.ch_mult, num_res=p.num_res,
+              beta=p.beta, decay=p.decay)
+    assert m.token_shape == (7, 7)
+    x = torch.rand(2, 1, 28, 28)
+    loss, _ = vqvae_loss(m.train(), x)
+    loss.backward()
+    prior = TokenPrior(p.num_codes, m.token_shape, p.prior_dim, p.prior_depth, p.prior_heads, num_classes=10)
+    prior.loss(torch.randint(0, p.num_codes, (2, 7, 7)), torch.tensor([1, 2])).backward()
+
+
+# ----------------------------------------------------------------------------- exercise checkers
+def test_checkers_accept_reference_solutions(capsys):
+    from ldm_edu.exercises import lesson03 as ex
+    assert ex.check_nearest_code(ex.nearest_code)
+    assert ex.check_straight_through(ex.straight_through)
+    assert ex.check_vq_loss(ex.vq_loss)
+    assert ex.check_perplexity(ex.perplexity)
+    # the library agrees with the reference solutions
+    z, e = torch.randn(50, 4), torch.randn(9, 4)
+    assert torch.equal(ex.nearest_code(z, e), squared_distances(z, e).argmin(1))
+    counts = torch.tensor([4.0, 1, 0, 3])
+    assert ex.perplexity(counts).item() == pytest.approx(codebook_perplexity(counts).item())
+
+
+def test_checkers_reject_wrong_answers(capsys):
+    from ldm_edu.exercises import lesson03 as ex
+
+    def todo(*a):
+        raise NotImplementedError
+    assert not ex.check_nearest_code(todo)
+    assert "NotImplementedError" in capsys.readouterr().out
+    assert not ex.check_nearest_code(lambda z, e: (z @ e.T).argmax(1))            # dot product, not distance
+    assert not ex.check_nearest_code(lambda z, e: torch.cdist(z, e).argmax(1))    # argmax
+    assert not ex.check_straight_through(lambda z, e: e)                          # no gradient to z_e
+    assert not ex.check_straight_through(lambda z, e: z)                          # wrong value
+    assert not ex.check_straight_through(lambda z, e: z + (e - z))                # gradient leaks into e
+    assert not ex.check_vq_loss(lambda z, e, b: (z - e).pow(2).mean() * (1 + b))  # no stop-gradients
+    assert not ex.check_vq_loss(lambda z, e, b: (z.detach() - e).pow(2).mean() + b * (z.detach() - e).pow(2).mean())
+    assert not ex.check_perplexity(lambda c: torch.exp(-((c / c.sum()) * (c / c.sum()).log()).sum()))  # NaN at 0
+    assert not ex.check_perplexity(lambda c: -((c / c.sum()) * (c / c.sum()).clamp_min(1e-12).log()).sum())  # entropy
+    assert "not yet" in capsys.readouterr().out
+
+
+def test_token_editor_widget_headless():
+    from ldm_edu.widgets import token_editor
+    torch.manual_seed(0)
+    m = VQVAE(num_codes=16, code_dim=4, ch=8)
+    box = token_editor(m, torch.rand(1, 28, 28))
+    c = box.controls
+    c["row"].value = 1
+    assert c["code"].value == int(box.base_tokens[1, c["col"].value])     # the code slider follows the cell
+    c["code"].value = (c["code"].value + 1) % 16                          # an edit re-renders without error
+    assert not any("Error" in str(o.get("text", "")) for o in box.output.outputs)
+    fig = box.render(0, 0, 5)
+    assert len(fig.axes) == 3
