@@ -77,6 +77,9 @@ def _check_unit_images(x: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be MNIST-shaped images (N, 1, 28, 28), got {got}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or inf: the model that made them diverged or was sampled "
+                         "with too few steps for its schedule; check its training loss first")
     lo, hi = float(x.min()), float(x.max())
     if lo < -0.05 or hi > 1.05:
         raise ValueError(f"{name} must be in [0, 1] (got values in [{lo:.2f}, {hi:.2f}]); "

@@ -77,6 +77,11 @@ class VQConfig:
     prior_steps: int = 2000
     prior_batch_size: int = 128
     prior_lr: float = 1e-3
+    # sampling the prior (as VQGAN / LlamaGen do): keep the top_k likeliest tokens, sharpen with the
+    # temperature, and classifier-free guidance w on the class label
+    prior_temperature: float = 0.8
+    prior_top_k: int = 20
+    prior_guidance: float = 2.0
 
 
 # ----------------------------------------------------------------------------- lessons 04-05
@@ -96,7 +101,7 @@ class DiffusionConfig:
     num_classes: int = 10          # class-conditional; the null label enables guidance
     p_uncond: float = 0.1          # label dropout for classifier-free guidance
     batch_size: int = 64
-    steps: int = 2000
+    steps: int = 4000
     lr: float = 2e-3
     warmup_steps: int = 100
     ema_decay: float = 0.995
@@ -163,7 +168,9 @@ class LDMConfig:
     study_ae_ch: int = 16
     study_ae_steps: int = 400
     study_unet_ch: int = 16
-    study_steps: int = 800
+    study_steps: int = 800         # training steps of the costliest latent (f = 1) …
+    study_budget: str = "flops"    # … and every other f gets equal compute ("steps": equal steps)
+    study_max_steps: int = 4000    # cap for the cheap small latents
     study_evals: int = 4
     study_n_fid: int = 300
     study_sample_steps: int = 20
@@ -206,7 +213,7 @@ def _tiny() -> Preset:
         ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, unet_ch=16, steps=150,
                       pixel_steps=12, batch_size=32, compare_steps=60, sample_steps=8, n_fid=100, n_time=16,
                       guidance_values=(0.0, 1.0, 3.0), study_ae_ch=8, study_ae_steps=15, study_unet_ch=8,
-                      study_steps=16, study_evals=2, study_n_fid=50, study_sample_steps=4,
+                      study_steps=6, study_max_steps=24, study_evals=2, study_n_fid=50, study_sample_steps=4,
                       study_n_train=1000),
     )
 
@@ -216,11 +223,12 @@ def _cpu() -> Preset:
         name="cpu", device="cpu", minutes=10,
         ae=AEConfig(hidden=512, steps=3000, sweep_steps=1500),
         vae=VAEConfig(hidden=512, steps=12000, steps_2d=3000, beta_steps=1500),
-        vq=VQConfig(ch=16, steps=600, extra_steps=600, prior_dim=64, prior_depth=2, prior_steps=1500),
+        vq=VQConfig(ch=16, steps=600, extra_steps=600, n_tokens=60000, prior_dim=64, prior_depth=2, prior_steps=4000,
+                    prior_lr=2e-3),
         diffusion=DiffusionConfig(),
-        ldm=LDMConfig(ae_ch=16, ae_steps=900, ae_batch_size=64, unet_ch=32, steps=2200, pixel_steps=270,
-                     batch_size=128, compare_steps=800, sample_steps=30, n_fid=400, study_ae_steps=250,
-                     study_unet_ch=16, study_steps=300, study_evals=3, study_n_fid=200, study_sample_steps=20),
+        ldm=LDMConfig(ae_ch=16, ae_steps=700, ae_batch_size=64, unet_ch=32, steps=2000, pixel_steps=240,
+                     batch_size=128, compare_steps=700, sample_steps=30, n_fid=400, study_ae_steps=250,
+                     study_unet_ch=16, study_steps=150, study_max_steps=4000, study_evals=3, study_n_fid=200, study_sample_steps=20),
     )
 
 
@@ -242,7 +250,7 @@ def _gpu() -> Preset:
                                   n_widget=16),
         ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, unet_ch=64, steps=5000, pixel_steps=5000,
                      batch_size=256, compare_steps=2000, sample_steps=50, n_fid=2000, study_ae_ch=16,
-                     study_ae_steps=1000, study_unet_ch=32, study_steps=3000, study_evals=5,
+                     study_ae_steps=1000, study_unet_ch=32, study_steps=1500, study_max_steps=6000, study_evals=5,
                      study_n_fid=1000, study_sample_steps=25, study_n_train=60000),
     )
 

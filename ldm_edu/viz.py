@@ -85,7 +85,7 @@ def latent_scatter(z, labels, title: str = "test set in latent space", ax=None, 
 
 
 def plot_curves(curves: dict, xlabel: str = "step", ylabel: str = "loss", title: str | None = None,
-                logy: bool = False, ax=None, marker=None):
+                logy: bool = False, ax=None, marker=None, logx: bool = False):
     """Several named (x, y) curves on one axis."""
     own = ax is None
     if own:
@@ -94,6 +94,8 @@ def plot_curves(curves: dict, xlabel: str = "step", ylabel: str = "loss", title:
         ax.plot(x, y, label=name, marker=marker)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)

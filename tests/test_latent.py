@@ -10,7 +10,6 @@ from ldm_edu.latent import (FirstStage, LatentDiffusion, check_factor, crop_imag
 from ldm_edu.presets import get_preset
 from ldm_edu.unet import UNet
 
-torch.set_num_threads(2)
 
 
 def _images(n=6, seed=0):
@@ -196,3 +195,43 @@ def test_exercise_checkers_accept_solutions_and_reject_wrong_answers(capsys):
     assert not ex.check_decode_scaled(lambda a, z, s: (_ for _ in ()).throw(NotImplementedError()), ae, x)
     out = capsys.readouterr().out
     assert "✅" in out and "❌" in out and "Replace `raise NotImplementedError`" in out
+
+
+# ----------------------------------------------------------------------------- the f-study
+def test_training_flops_scale_with_latent_positions():
+    """Counted FLOPs of a UNet step fall with the number of latent positions and grow with batch."""
+    from ldm_edu.latent import training_flops
+    fl = {}
+    for f, c in ((1, 1), (2, 2), (4, 4)):
+        torch.manual_seed(0)
+        unet = UNet(in_ch=c, ch=8, ch_mult=(1, 2), num_classes=10, image_size=32 // f)
+        fl[f] = training_flops(unet, (c, 32 // f, 32 // f), batch_size=4)
+    assert fl[1] > 3 * fl[2] > 9 * fl[4] > 0
+    torch.manual_seed(0)
+    unet = UNet(in_ch=4, ch=8, ch_mult=(1, 2), num_classes=10, image_size=8)
+    assert math.isclose(training_flops(unet, (4, 8, 8), 8), 2 * training_flops(unet, (4, 8, 8), 4), rel_tol=1e-9)
+
+
+def test_study_step_counts_equal_compute_and_caps():
+    from ldm_edu.latent import study_step_counts
+    assert study_step_counts([16.0, 4.0, 1.0], 10, budget="steps") == [10, 10, 10]
+    assert study_step_counts([16.0, 4.0, 1.0], 10) == [10, 40, 160]               # equal steps × FLOPs
+    assert study_step_counts([16.0, 4.0, 1.0], 10, max_steps=50) == [10, 40, 50]
+    with pytest.raises(ValueError, match="'steps'.*'flops'"):
+        study_step_counts([1.0], 10, budget="time")
+
+
+def test_compression_study_runs_and_reports_per_f():
+    from ldm_edu.latent import compression_study
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
+    y = torch.arange(64) % 10
+    res = compression_study(x, y, x[:16], (x[:50] + 1) / 2, fs=(2, 4), latent_chs=(2, 4), ae_ch=4, ae_steps=2,
+                            unet_ch=4, steps=2, evals=2, batch_size=8, n_fid=50, sample_steps=2, T=1000,
+                            max_steps=5, progress=False)
+    assert [r.f for r in res] == [2, 4] and res[0].latent_shape == (2, 16, 16)
+    assert res[0].steps == [1, 2] and res[1].steps[-1] == 5          # f=4 is cheaper: more steps, capped
+    assert all(len(r.fid) == len(r.steps) == len(r.seconds) == 2 and all(map(math.isfinite, r.fid)) for r in res)
+    assert res[1].gflops[-1] == pytest.approx(5 * res[1].flops_per_step / 1e9)
+    with pytest.raises(ValueError, match="f"):
+        compression_study(x, y, x, x, fs=(3,), latent_chs=(1,))

@@ -69,3 +69,11 @@ def test_bad_input(test_images):
         fid_mnist(x[:, 0], x)
     with pytest.raises(ValueError, match="at least 2"):
         fid_mnist(x[:1], x)
+
+
+def test_non_finite_images_get_a_clear_error():
+    from ldm_edu.metrics import fid_mnist
+    x = torch.rand(8, 1, 28, 28)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fid_mnist(x, torch.rand(8, 1, 28, 28))

@@ -6,7 +6,6 @@ import torch
 
 from ldm_edu.token_prior import TokenPrior, prior_loss
 
-torch.set_num_threads(2)
 
 
 def _prior(**kw):

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from ldm_edu.autoencoders import VQVAE, VectorQuantizer, codebook_perplexity, squared_distances, vqvae_loss
 from ldm_edu.presets import get_preset
 
-torch.set_num_threads(2)
 
 
 def _vq(K=4, D=2, **kw):
