@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ldm_edu.autoencoders import VAE, VQVAE, Autoencoder
-from ldm_edu.latent import FirstStage
+from ldm_edu.latent import FirstStage, study_step_counts
 from ldm_edu.pixel_ddpm import build_unet
 from ldm_edu.presets import get_preset
 from ldm_edu.token_prior import TokenPrior
@@ -114,17 +114,21 @@ def main() -> None:
     rows.append(("06", "latent UNets (main, no-scale, VQ)", n_lat, l_train * c.batch_size * n_lat,
                  4 * c.sample_steps, l_fwd * c.sample_steps * (3 * c.n_fid + c.n_time + 10 * (1 + len(c.guidance_values)))))
     study_flops, study_steps, study_samp, study_sflops = 0.0, 0, 0, 0.0
+    nets = []
     for f, lc in zip(c.study_fs, c.study_latent_ch):
         s = 32 // f
         sfs = FirstStage(f=f, latent_ch=lc, ch=c.study_ae_ch)
-        su = UNet(in_ch=lc, ch=c.study_unet_ch, ch_mult=c.unet_ch_mult, num_res=c.unet_num_res, num_classes=10, image_size=s)
+        su = UNet(in_ch=lc, ch=c.study_unet_ch, ch_mult=(1, 2), num_classes=10, image_size=s)
         a_cost = per_image(lambda b: sfs(pad(b))["loss"], True)
         u_cost = per_image(lambda b: su(torch.randn(b, lc, s, s), torch.tensor([5, 9])[:b], torch.tensor([1, 2])[:b]).pow(2).mean(), True)
-        study_flops += a_cost * c.ae_batch_size * c.study_ae_steps + u_cost * c.batch_size * c.study_steps
-        study_steps += c.study_ae_steps + c.study_steps
+        nets.append((f, lc, s, su, a_cost, u_cost))
+    counts = study_step_counts([u for *_, u in nets], c.study_steps, c.study_budget, c.study_max_steps)
+    for (f, lc, s, su, a_cost, u_cost), n in zip(nets, counts):
+        study_flops += a_cost * 64 * c.study_ae_steps + u_cost * 64 * n       # compression_study's batch 64
+        study_steps += c.study_ae_steps + n
         study_samp += c.study_evals * c.study_sample_steps
         study_sflops += unet_fwd(su, (lc, s, s)) * 2 * c.study_evals * c.study_sample_steps * c.study_n_fid
-    rows.append(("06", f"f-study f ∈ {set(c.study_fs)}", study_steps, study_flops, study_samp, study_sflops))
+    rows.append(("06", f"f-study f = {c.study_fs}, steps {counts}", study_steps, study_flops, study_samp, study_sflops))
 
     R = a.tflops * 1e12
     print(f"gpu preset, counted on the CPU; estimate = FLOPs / {a.tflops:g} TFLOP/s + "

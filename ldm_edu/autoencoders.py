@@ -508,7 +508,8 @@ class VectorQuantizer(nn.Module):
                 if self.ema or self.restart_dead:                 # codes moved: look up again
                     idx = self.nearest(flat.detach())
                     counts = torch.bincount(idx, minlength=self.num_codes).float()
-            e = self.codebook[idx].view(b, h, w, d).permute(0, 3, 1, 2)  # e_k, differentiable w.r.t. the codebook
+            # F.embedding: its CPU backward sums rows in a fixed order (codebook[idx] did not, so runs differed)
+            e = F.embedding(idx, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)  # e_k, differentiable w.r.t. the codebook
             codebook_loss = F.mse_loss(e, z_e.detach())              # eq. 23: ‖sg[z_e] − e‖²
             commitment_loss = F.mse_loss(z_e, e.detach())            # eq. 24: ‖z_e − sg[e]‖²
             loss = self.beta * commitment_loss + (0.0 if self.ema else codebook_loss)

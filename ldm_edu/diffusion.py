@@ -105,15 +105,22 @@ class NoiseSchedule:
                              f"valid is {low}..{self.T - 1} (0-based, T={self.T})")
         return t
 
-    def timesteps(self, steps: int | None = None) -> torch.Tensor:
-        """A decreasing sub-sequence of ``steps`` timesteps from T−1 down to 0 (evenly spaced,
-        always containing T−1 and 0 so sampling starts from pure noise); None → all T."""
-        steps = self.T if steps is None else int(steps)
-        if not 1 <= steps <= self.T:
-            raise ValueError(f"steps must be between 1 and T={self.T}, got {steps}")
+    def timesteps(self, steps: int | None = None, t_max: int | None = None) -> torch.Tensor:
+        """A decreasing sub-sequence of ``steps`` timesteps from ``t_max`` (default T−1, so sampling
+        starts from pure noise) down to 0, evenly spaced; None → all of them.
+
+        Why ``t_max``: the cosine schedule's last steps push ᾱ down to ~1e-9, where
+        x̂_0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ divides by ~5e-5. Sampling survives it (x̂_0 is clipped), but
+        DDIM *inversion* up to T−1 cannot be undone; invert to e.g. t_max = 980 (ᾱ ≈ 9e-4) instead."""
+        t_max = self.T - 1 if t_max is None else int(t_max)
+        if not 0 <= t_max < self.T:
+            raise ValueError(f"t_max must be a timestep in 0 … {self.T - 1}, got {t_max}")
+        steps = t_max + 1 if steps is None else int(steps)
+        if not 1 <= steps <= t_max + 1:
+            raise ValueError(f"steps must be between 1 and {t_max + 1} (T={self.T}), got {steps}")
         if steps == 1:
-            return torch.tensor([self.T - 1])
-        return torch.linspace(self.T - 1, 0, steps, dtype=torch.float64).round().long()
+            return torch.tensor([t_max])
+        return torch.linspace(t_max, 0, steps, dtype=torch.float64).round().long()
 
     def __repr__(self) -> str:
         return f"NoiseSchedule(T={self.T}, kind={self.kind!r})"
@@ -321,14 +328,16 @@ def _model_device(model) -> torch.device:
 def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: int | None = None,
            eta: float = 0.0, y=None, guidance: float = 1.0, generator: torch.Generator | None = None,
            x_T: torch.Tensor | None = None, return_trajectory: bool = False, progress: bool = True,
-           variance: str = "beta_tilde", clip_x0: float | None = None, device=None):
+           variance: str = "beta_tilde", clip_x0: float | None = None, device=None,
+           t_max: int | None = None):
     """Draw samples by running the reverse process from x_T ~ N(0, I).
 
     - ``method="ddpm"``: ancestral sampling (Algorithm 2) over all T steps; with ``steps < T``
       the strided version (a DDIM step with η = 1 on the sub-sequence, Song et al. 2021).
     - ``method="ddim"``: DDIM over ``steps`` evenly spaced timesteps (default 50) with ``eta``.
     ``y`` (class indices, (B,)) and ``guidance`` w give classifier-free guidance.
-    ``generator`` (a CPU torch.Generator) makes runs repeatable. Returns x_0, or
+    ``generator`` (a CPU torch.Generator) makes runs repeatable. ``t_max`` starts the chain at
+    that timestep instead of T−1 (to undo a ``ddim_invert(..., t_max=...)``). Returns x_0, or
     ``(x_0, Trajectory)`` with ``return_trajectory=True``.
     """
     if method not in ("ddpm", "ddim"):
@@ -345,7 +354,7 @@ def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: i
         y = torch.as_tensor(y).long().to(device)
     if steps is None:
         steps = schedule.T if method == "ddpm" else 50
-    ts = schedule.timesteps(steps).tolist()
+    ts = schedule.timesteps(steps, t_max).tolist()
     full = method == "ddpm" and steps == schedule.T
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -373,11 +382,14 @@ def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: i
 
 @torch.no_grad()
 def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, steps: int = 50, y=None,
-                guidance: float = 1.0, return_trajectory: bool = False, progress: bool = False):
+                guidance: float = 1.0, return_trajectory: bool = False, progress: bool = False,
+                t_max: int | None = None):
     """Run deterministic DDIM (η = 0) backwards, x_0 → x_T (Song et al. 2021, sec. 4.3;
     Dhariwal & Nichol 2021): at each step ε̂ is evaluated at the current point with the *next*
     timestep, x̂_0 = (x − √(1−ᾱ_prev) ε̂)/√ᾱ_prev, x_next = √ᾱ_next x̂_0 + √(1−ᾱ_next) ε̂.
-    ``sample(..., method="ddim", steps=steps, eta=0, x_T=x_T)`` maps the result back to ≈ x0.
+    ``sample(..., method="ddim", steps=steps, eta=0, x_T=x_T, t_max=t_max)`` maps the result back
+    to ≈ x0. Stop short of T−1 with a schedule whose last ᾱ is ~0 (cosine: ``t_max=980``): the
+    step into ᾱ ≈ 1e-9 scales x̂_0 by 5e-5 and the way back cannot recover it.
     """
     if x0.dim() < 2:
         raise ValueError(f"x0 must be a batch (B, C, H, W), got shape {tuple(x0.shape)}")
@@ -387,7 +399,7 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, steps: int = 5
         y = torch.as_tensor(y).long().to(device)
     if hasattr(model, "eval"):
         model.eval()
-    ts = schedule.timesteps(steps).flip(0).tolist()          # increasing: 0 … T−1
+    ts = schedule.timesteps(steps, t_max).flip(0).tolist()   # increasing: 0 … t_max
     traj = Trajectory(timesteps=ts, xs=[x.cpu()] if return_trajectory else [])
     t_prev = -1
     for t in progress_bar(ts, progress, desc="DDIM inversion", leave=False):

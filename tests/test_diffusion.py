@@ -55,6 +55,10 @@ def test_timesteps_subsequence():
     s = NoiseSchedule(1000)
     ts = s.timesteps(50)
     assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and (ts[1:] < ts[:-1]).all()
+    assert s.timesteps(1).tolist() == [999] and s.timesteps(3, t_max=980).tolist() == [980, 490, 0]
+    assert torch.equal(s.timesteps(None, t_max=9), torch.arange(9, -1, -1))
+    with pytest.raises(ValueError, match="t_max"):
+        s.timesteps(10, t_max=1000)
     assert torch.equal(s.timesteps(), torch.arange(999, -1, -1))
     with pytest.raises(ValueError, match="steps"):
         s.timesteps(0)
