@@ -199,6 +199,20 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, y: torch.Te
     return (eps.float() - noise.float()).pow(2).mean()
 
 
+def diffusion_batches_loss(schedule: NoiseSchedule, p_uncond: float = 0.0):
+    """A loss_fn for fit(): batches are (x0, labels) or x0 alone — pixels or scaled latents alike.
+
+    The loss is ``diffusion_loss`` (Algorithm 1). Labels reach a class-conditional model (one with
+    ``num_classes``), dropped to the null class with probability ``p_uncond`` so one network learns
+    both ε(x, y) and ε(x) (classifier-free guidance); an unconditional model gets none."""
+    def loss_fn(model, batch):
+        x0, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        if getattr(model, "num_classes", None) is None:
+            y = None
+        return diffusion_loss(model, schedule, x0, y=y, p_uncond=p_uncond if y is not None else 0.0)
+    return loss_fn
+
+
 def _null_label(model) -> int:
     n = getattr(model, "num_classes", None)
     if n is None:
@@ -443,6 +457,6 @@ class GaussianEpsModel(nn.Module):
         return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)
 
 
-__all__ = ["NoiseSchedule", "q_sample", "q_step", "predict_x0", "diffusion_loss", "ddpm_step",
+__all__ = ["NoiseSchedule", "q_sample", "q_step", "predict_x0", "diffusion_loss", "diffusion_batches_loss", "ddpm_step",
            "ddim_sigma", "ddim_step", "guided_eps", "sample", "ddim_invert", "slerp", "Trajectory",
            "GaussianEpsModel", "KINDS"]

@@ -25,8 +25,10 @@ from torch import nn
 import torch.nn.functional as F
 
 from .autoencoders import ConvDecoder, ConvEncoder
+from .diffusion import diffusion_batches_loss
 from .losses import gaussian_kl
 from .nn import check_image_batch
+from .pixel_ddpm import balanced_labels
 
 IMAGE_SIZE = 28        # MNIST
 PADDED_SIZE = 32       # padded so that f = 1, 2, 4, 8 all divide it: latents 32², 16², 8², 4²
@@ -253,19 +255,6 @@ class LatentDiffusion(nn.Module):
         return (result, traj) if return_trajectory else result
 
 
-def diffusion_batches_loss(schedule, p_uncond: float = 0.0):
-    """A loss_fn for fit(): batches are (x0, labels) or x0 alone — scaled latents or pixels alike.
-
-    The loss is DDPM's ε-MSE (Algorithm 1); labels are dropped to the null class with probability
-    ``p_uncond`` so one network learns both ε(x, y) and ε(x) (classifier-free guidance)."""
-    from .diffusion import diffusion_loss
-
-    def loss_fn(model, batch):
-        x0, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        return diffusion_loss(model, schedule, x0, y=y, p_uncond=p_uncond if y is not None else 0.0)
-    return loss_fn
-
-
 def train_first_stage(x: torch.Tensor, f: int = 4, latent_ch: int = 4, ch: int = 16, reg: str = "kl",
                       steps: int = 1000, batch_size: int = 64, lr: float = 2e-3, kl_weight: float = 1e-6,
                       codebook_size: int = 128, seed: int = 0, desc: str | None = None, progress: bool = True):
@@ -279,11 +268,6 @@ def train_first_stage(x: torch.Tensor, f: int = 4, latent_ch: int = 4, ch: int =
                cosine_decay=True, desc=desc or f"{reg.upper()}-f{f} autoencoder", progress=progress,
                live_plot=False)
     return ae.eval(), hist
-
-
-def balanced_labels(n: int, device="cpu") -> torch.Tensor:
-    """0, 1, …, 9, 0, 1, … (n labels): class-conditional samples with every digit equally often."""
-    return torch.arange(n, device=device) % 10
 
 
 @torch.no_grad()

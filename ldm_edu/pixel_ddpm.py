@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .data import TensorBatches, from_signed, mnist_tensors
-from .diffusion import NoiseSchedule, diffusion_loss, sample
+from .diffusion import NoiseSchedule, diffusion_batches_loss, sample
 from .metrics import class_histogram, fid_mnist, inception_score_mnist, real_data_fid, reference_images
 from .train import EMA, CheckpointMismatch, History, fit, load_checkpoint, load_history, save_checkpoint, seed_everything
 from .unet import UNet
@@ -28,15 +28,6 @@ def build_unet(cfg, device="cpu") -> UNet:
 
 def make_schedule(cfg, device="cpu") -> NoiseSchedule:
     return NoiseSchedule(cfg.T, cfg.schedule, device=device)
-
-
-def ddpm_loss_fn(schedule: NoiseSchedule, p_uncond: float = 0.0):
-    """loss_fn(model, (x, y)) for fit(): Algorithm 1 with label dropout p_uncond."""
-    def loss_fn(model, batch):
-        x, y = batch
-        return diffusion_loss(model, schedule, x, y=y if getattr(model, "num_classes", None) else None,
-                              p_uncond=p_uncond)
-    return loss_fn
 
 
 def _autocast(device, amp: bool):
@@ -144,7 +135,7 @@ def train_or_load_ddpm(preset, checkpoint_dir: str | Path = "checkpoints", retra
     batches = TensorBatches(x, y, batch_size=cfg.batch_size, seed=preset.seed)
     ema = EMA(model, cfg.ema_decay)
     eval_fn = fid_eval_fn(ema, schedule, cfg, amp=preset.amp) if evaluate else None
-    history = fit(model, ddpm_loss_fn(schedule, cfg.p_uncond), batches, cfg.steps, lr=cfg.lr,
+    history = fit(model, diffusion_batches_loss(schedule, cfg.p_uncond), batches, cfg.steps, lr=cfg.lr,
                   warmup_steps=cfg.warmup_steps, cosine_decay=True, ema=ema, amp=preset.amp,
                   compile=preset.compile, eval_fn=eval_fn, eval_every=cfg.eval_every if evaluate else None,
                   desc=f"DDPM ({preset.name})", progress=progress, live_plot=live_plot)
@@ -154,5 +145,5 @@ def train_or_load_ddpm(preset, checkpoint_dir: str | Path = "checkpoints", retra
     return DDPMRun(ema.model.eval(), schedule, history, cfg, path, False, history.seconds)
 
 
-__all__ = ["build_unet", "make_schedule", "ddpm_loss_fn", "balanced_labels", "sample_digits",
+__all__ = ["build_unet", "make_schedule", "balanced_labels", "sample_digits",
            "sample_quality", "fid_eval_fn", "DDPMRun", "checkpoint_path", "train_or_load_ddpm"]

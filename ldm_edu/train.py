@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import sys
 import time
@@ -114,7 +115,6 @@ class EMA:
 def progress_bar(iterable, progress: bool = True, **kwargs):
     """tqdm.auto over ``iterable``; off when ``progress`` is False or TQDM_DISABLE is set (the tests
     set it so nbval does not store thousands of bar updates)."""
-    import os
     off = (not progress) or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
     return tqdm(iterable, disable=off, **kwargs)
 

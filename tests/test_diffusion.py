@@ -281,3 +281,25 @@ def test_sample_bad_input():
         sample(m, s, (1, 1, 2, 2), x_T=torch.zeros(2, 1, 2, 2), progress=False)
     with pytest.raises(ValueError, match="steps"):
         sample(m, s, (1, 1, 2, 2), method="ddim", steps=11, progress=False)
+
+
+def test_diffusion_batches_loss_passes_labels_only_to_conditional_models():
+    from ldm_edu.diffusion import diffusion_batches_loss
+    seen = []
+
+    class Eps(torch.nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.num_classes = num_classes
+
+        def forward(self, x, t, y=None):
+            seen.append(y)
+            return torch.zeros_like(x)
+
+    loss_fn = diffusion_batches_loss(NoiseSchedule(10), p_uncond=0.5)
+    x, y = torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 3])
+    loss_fn(Eps(None), (x, y))
+    loss_fn(Eps(4), x)
+    loss_fn(Eps(4), (x, y))
+    assert seen[0] is None and seen[1] is None and seen[2] is not None
+    assert set(seen[2].tolist()) <= {0, 1, 2, 3, 4}            # 4 = the null label (dropped)

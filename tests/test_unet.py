@@ -86,14 +86,15 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
 def test_preset_unets_build_and_train_one_step_on_cpu(name):
     """Every preset's DDPM (the gpu one too, on the CPU) builds and takes one training step."""
     from ldm_edu.presets import get_preset
-    from ldm_edu.pixel_ddpm import build_unet, ddpm_loss_fn, make_schedule
+    from ldm_edu.diffusion import diffusion_batches_loss
+    from ldm_edu.pixel_ddpm import build_unet, make_schedule
 
     cfg = get_preset(name, device="cpu").diffusion
     torch.manual_seed(0)
     m = build_unet(cfg)
     opt = torch.optim.Adam(m.parameters(), 1e-4)
     x, y = torch.rand(2, 1, 28, 28) * 2 - 1, torch.tensor([1, 2])
-    loss = ddpm_loss_fn(make_schedule(cfg), cfg.p_uncond)(m, (x, y))
+    loss = diffusion_batches_loss(make_schedule(cfg), cfg.p_uncond)(m, (x, y))
     loss.backward()
     opt.step()
     assert torch.isfinite(loss)
