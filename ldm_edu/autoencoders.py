@@ -18,6 +18,16 @@ IMAGE_SHAPE = (1, 28, 28)
 
 
 # ----------------------------------------------------------------------------- lesson 01
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The reparametrisation trick (slides; Kingma & Welling 2014): z = μ + σ ⊙ ε, ε ~ N(0, I),
+    σ = exp(½ log σ²). The sample is a differentiable function of (μ, σ); the randomness is all in ε.
+    Every Gaussian posterior of the course (VAE, the KL first stage of lesson 06) samples through here."""
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device) if generator is not None \
+        else torch.randn_like(mu)
+    return mu + (0.5 * logvar).exp() * eps
+
+
 class Autoencoder(nn.Module):
     """MLP autoencoder 784 → hidden → hidden/2 → d → … → 784 (Hinton & Salakhutdinov 2006).
 
@@ -73,11 +83,6 @@ class VAE(nn.Module):
         mu, logvar = self.to_stats(self.encoder(x.flatten(1))).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)
 
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = μ + σ ⊙ ε, ε ~ N(0, I): the sample is a differentiable function of (μ, σ)."""
-        return mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (batch, {self.latent_dim}), got {tuple(z.shape)}")
@@ -96,7 +101,7 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor, beta: float = 1.0) -> dict:
         """One-sample estimate of −ELBO = E_q[−log p(x|z)] + β·KL (eq. 15), per image, in nats."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar)
+        z = reparameterize(mu, logvar)
         recon = self.recon_nll(x, self.decode_logits(z))
         kl = gaussian_kl(mu, logvar)
         return {"loss": (recon + beta * kl).mean(), "neg_elbo": recon + kl, "recon": recon, "kl": kl,

@@ -143,6 +143,11 @@ class TensorBatches:
         return batch if len(batch) > 1 else batch[0]
 
 
+def balanced_labels(n: int, num_classes: int = 10, device="cpu") -> torch.Tensor:
+    """0, 1, …, 9, 0, 1, … — n labels with every class equally often."""
+    return (torch.arange(n, device=device) % num_classes).long()
+
+
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dynamic binarisation: each pixel ~ Bernoulli(intensity) (the VAE literature's MNIST)."""
     return torch.bernoulli(x, generator=generator)

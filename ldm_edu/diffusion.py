@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .train import progress_bar
+from .progress import progress_bar
 
 KINDS = ("linear", "cosine")
 

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .autoencoders import ConvDecoder, ConvEncoder
+from .autoencoders import ConvDecoder, ConvEncoder, reparameterize
 from .diffusion import diffusion_batches_loss
 from .losses import gaussian_kl
 from .nn import check_image_batch
-from .pixel_ddpm import balanced_labels
+from .data import balanced_labels
 
 IMAGE_SIZE = 28        # MNIST
 PADDED_SIZE = 32       # padded so that f = 1, 2, 4, 8 all divide it: latents 32², 16², 8², 4²
@@ -102,7 +102,7 @@ class FirstStage(nn.Module):
         """x (B, 1, 28, 28) in [−1, 1] → unscaled latent z (B, c, 32/f, 32/f)."""
         if self.reg == "kl":
             mu, logvar = self.posterior(x)
-            return mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+            return reparameterize(mu, logvar) if sample else mu
         check_image_batch(x, 1, (IMAGE_SIZE, IMAGE_SIZE), "FirstStage input")
         return self.encoder(pad_images(x))
 
@@ -121,7 +121,7 @@ class FirstStage(nn.Module):
         """Losses per batch. Reconstruction = ‖x − x̂‖² summed over pixels (eq. 22), mean over batch."""
         if self.reg == "kl":
             mu, logvar = self.posterior(x)
-            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            z = reparameterize(mu, logvar)
             x_hat = crop_images(self.decoder(z))
             rec = (x_hat - x).pow(2).flatten(1).sum(1).mean()
             kl = gaussian_kl(mu, logvar).mean()                     # eq. 19, summed over c·h·w

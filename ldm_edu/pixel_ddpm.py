@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .data import TensorBatches, from_signed, mnist_tensors
+from .data import TensorBatches, balanced_labels, from_signed, mnist_tensors
 from .diffusion import NoiseSchedule, diffusion_batches_loss, sample
 from .metrics import class_histogram, fid_mnist, inception_score_mnist, real_data_fid, reference_images
 from .train import EMA, CheckpointMismatch, History, fit, load_checkpoint, load_history, save_checkpoint, seed_everything
@@ -35,11 +35,6 @@ def _autocast(device, amp: bool):
     if amp and dev.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def balanced_labels(n: int, num_classes: int = 10, device="cpu") -> torch.Tensor:
-    """0, 1, …, 9, 0, 1, … — n labels with every class equally often."""
-    return (torch.arange(n, device=device) % num_classes).long()
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -112,13 +112,6 @@ class EMA:
 
 
 # ----------------------------------------------------------------------------- live plot
-def progress_bar(iterable, progress: bool = True, **kwargs):
-    """tqdm.auto over ``iterable``; off when ``progress`` is False or TQDM_DISABLE is set (the tests
-    set it so nbval does not store thousands of bar updates)."""
-    off = (not progress) or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-    return tqdm(iterable, disable=off, **kwargs)
-
-
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
