@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from ldm_edu.autoencoders import VAE, evaluate_vae, iw_log_likelihood, vae_loss
+from ldm_edu.autoencoders import VAE, vae_loss
+from ldm_edu.analysis import evaluate_vae, iw_log_likelihood
 from ldm_edu.data import TensorBatches, binarize, mnist_tensors
 from ldm_edu.presets import get_preset
 from ldm_edu.train import fit, seed_everything

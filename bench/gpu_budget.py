@@ -16,9 +16,11 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ldm_edu.autoencoders import VAE, VQVAE, Autoencoder
-from ldm_edu.latent import FirstStage, study_step_counts
-from ldm_edu.pixel_ddpm import build_unet
+from ldm_edu.autoencoders import VAE, Autoencoder
+from ldm_edu.vq import VQVAE
+from ldm_edu.latent import FirstStage
+from ldm_edu.experiments.latent_diffusion import study_step_counts
+from ldm_edu.experiments.pixel_ddpm import build_unet
 from ldm_edu.presets import get_preset
 from ldm_edu.token_prior import TokenPrior
 from ldm_edu.unet import UNet

@@ -113,3 +113,70 @@ def check_image_batch(x: torch.Tensor, channels: int, size: tuple[int, int] | No
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         hint = " (add a channel axis with x.unsqueeze(1))" if isinstance(x, torch.Tensor) and x.dim() == 3 else ""
         raise ValueError(f"{name} must have shape {want}, got {got}{hint}")
+
+
+# ----------------------------------------------------------------------------- conv encoder / decoder stacks
+def _down_sizes(size: int, n: int) -> list[int]:
+    sizes = [size]
+    for _ in range(n):
+        sizes.append((sizes[-1] + 1) // 2)          # stride-2 conv with padding 1 rounds up
+    return sizes
+
+
+class ConvEncoder(nn.Module):
+    """Conv encoder with a spatial latent: (B, in_ch, H, W) → (B, out_ch, H/f, W/f), f = 2^(levels−1).
+
+    ``ch_mult`` gives the channel multiplier per resolution level; one ResBlock per level.
+    """
+
+    def __init__(self, in_ch: int = 1, out_ch: int = 4, ch: int = 32, ch_mult: tuple = (1, 2, 2),
+                 num_res: int = 1):
+        super().__init__()
+        self.in_ch = in_ch
+        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
+        blocks, c = [], ch
+        for i, m in enumerate(ch_mult):
+            for _ in range(num_res):
+                blocks.append(ResBlock(c, ch * m))
+                c = ch * m
+            if i < len(ch_mult) - 1:
+                blocks.append(Downsample(c))
+        self.blocks = nn.Sequential(*blocks)
+        self.mid = ResBlock(c, c)
+        self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, out_ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_ch, name="ConvEncoder input")
+        return self.conv_out(F.silu(self.norm_out(self.mid(self.blocks(self.conv_in(x))))))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of ConvEncoder: (B, in_ch, h, w) → (B, out_ch, out_size, out_size)."""
+
+    def __init__(self, in_ch: int = 4, out_ch: int = 1, ch: int = 32, ch_mult: tuple = (1, 2, 2),
+                 num_res: int = 1, out_size: int = 28):
+        super().__init__()
+        self.in_ch = in_ch
+        self.sizes = _down_sizes(out_size, len(ch_mult) - 1)[::-1]   # e.g. [7, 14, 28]
+        c = ch * ch_mult[-1]
+        self.conv_in = nn.Conv2d(in_ch, c, 3, padding=1)
+        self.mid = ResBlock(c, c)
+        self.levels = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        for i, m in enumerate(reversed(ch_mult)):
+            level = []
+            for _ in range(num_res):
+                level.append(ResBlock(c, ch * m))
+                c = ch * m
+            self.levels.append(nn.Sequential(*level))
+            self.ups.append(Upsample(c) if i < len(ch_mult) - 1 else nn.Identity())
+        self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, out_ch, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        check_image_batch(z, self.in_ch, (self.sizes[0], self.sizes[0]), "ConvDecoder input")
+        h = self.mid(self.conv_in(z))
+        for i, (level, up) in enumerate(zip(self.levels, self.ups)):
+            h = level(h)
+            if i < len(self.levels) - 1:
+                h = up(h, size=(self.sizes[i + 1], self.sizes[i + 1]))
+        return self.conv_out(F.silu(self.norm_out(h)))

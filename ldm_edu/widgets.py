@@ -80,7 +80,7 @@ def latent_explorer(decode: Callable, z, labels, extent=None, point=None, step: 
     sliders fire on release. ``box.render(z1=…, z2=…)`` draws one state as a static Figure and
     ``box.bounds`` is the box shown."""
     from . import viz
-    from .autoencoders import latent_bounds
+    from .analysis import latent_bounds
     import torch
 
     zc = z.detach().cpu() if hasattr(z, "detach") else torch.as_tensor(z)

@@ -2,10 +2,8 @@
 import pytest
 import torch
 
-from ldm_edu.autoencoders import (VAE, Autoencoder, ae_loss, reparameterize, encode_all, gradient_estimates, interpolate,
-                                  fit_pca, hole_fraction, kl_per_dim, latent_bounds, latent_grid, linear_probe, pca_codes,
-                                  pca_reconstruction_errors,
-                                  reconstruction_error, vae_loss)
+from ldm_edu.autoencoders import (VAE, Autoencoder, ae_loss, reparameterize, encode_all, reconstruction_error, vae_loss)
+from ldm_edu.analysis import (gradient_estimates, interpolate, fit_pca, hole_fraction, kl_per_dim, latent_bounds, latent_grid, linear_probe, pca_codes, pca_reconstruction_errors)
 
 
 def _images(n=4, seed=0):

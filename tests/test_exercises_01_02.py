@@ -60,7 +60,7 @@ def test_wrong_answer_fails_with_a_hint(check, wrong, hint, capsys):
 
 
 def test_solutions_agree_with_the_library():
-    from ldm_edu.autoencoders import interpolate
+    from ldm_edu.analysis import interpolate
     from ldm_edu.losses import bernoulli_nll, gaussian_kl
     g = torch.Generator().manual_seed(0)
     mu, lv = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from ldm_edu.diffusion import NoiseSchedule
-from ldm_edu.latent import (FirstStage, LatentDiffusion, check_factor, crop_images, encode_dataset,
-                            first_stage_loss, latent_scale_factor, pad_images, reconstruction_psnr)
+from ldm_edu.latent import (FirstStage, LatentDiffusion, check_factor, crop_images, encode_dataset, first_stage_loss, latent_scale_factor, pad_images, reconstruction_psnr)
 from ldm_edu.presets import get_preset
 from ldm_edu.unet import UNet
 
@@ -200,7 +199,7 @@ def test_exercise_checkers_accept_solutions_and_reject_wrong_answers(capsys):
 # ----------------------------------------------------------------------------- the f-study
 def test_training_flops_scale_with_latent_positions():
     """Counted FLOPs of a UNet step fall with the number of latent positions and grow with batch."""
-    from ldm_edu.latent import training_flops
+    from ldm_edu.experiments.latent_diffusion import training_flops
     fl = {}
     for f, c in ((1, 1), (2, 2), (4, 4)):
         torch.manual_seed(0)
@@ -213,7 +212,7 @@ def test_training_flops_scale_with_latent_positions():
 
 
 def test_study_step_counts_equal_compute_and_caps():
-    from ldm_edu.latent import study_step_counts
+    from ldm_edu.experiments.latent_diffusion import study_step_counts
     assert study_step_counts([16.0, 4.0, 1.0], 10, budget="steps") == [10, 10, 10]
     assert study_step_counts([16.0, 4.0, 1.0], 10) == [10, 40, 160]               # equal steps × FLOPs
     assert study_step_counts([16.0, 4.0, 1.0], 10, max_steps=50) == [10, 40, 50]
@@ -222,7 +221,7 @@ def test_study_step_counts_equal_compute_and_caps():
 
 
 def test_compression_study_runs_and_reports_per_f():
-    from ldm_edu.latent import compression_study
+    from ldm_edu.experiments.latent_diffusion import compression_study
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
     y = torch.arange(64) % 10

@@ -87,7 +87,7 @@ def test_preset_unets_build_and_train_one_step_on_cpu(name):
     """Every preset's DDPM (the gpu one too, on the CPU) builds and takes one training step."""
     from ldm_edu.presets import get_preset
     from ldm_edu.diffusion import diffusion_batches_loss
-    from ldm_edu.pixel_ddpm import build_unet, make_schedule
+    from ldm_edu.experiments.pixel_ddpm import build_unet, make_schedule
 
     cfg = get_preset(name, device="cpu").diffusion
     torch.manual_seed(0)

@@ -3,9 +3,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from ldm_edu.autoencoders import VQVAE, VectorQuantizer, codebook_perplexity, squared_distances, vqvae_loss
+from ldm_edu.vq import VQVAE, VectorQuantizer, codebook_perplexity, squared_distances, vqvae_loss
 from ldm_edu.presets import get_preset
 
 

@@ -6,7 +6,8 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from ldm_edu.autoencoders import Autoencoder, train_beta_sweep
+from ldm_edu.autoencoders import Autoencoder
+from ldm_edu.experiments.sweeps import train_beta_sweep
 from ldm_edu.widgets import beta_explorer, latent_explorer
 
 

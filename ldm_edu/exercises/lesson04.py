@@ -1,7 +1,6 @@
 """Lesson 04 (DDPM) exercises: reference solutions and checkers."""
 from __future__ import annotations
 
-import math
 
 import torch
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from .data import TensorBatches, balanced_labels, from_signed, mnist_tensors
-from .diffusion import NoiseSchedule, diffusion_batches_loss, sample
-from .metrics import class_histogram, fid_mnist, inception_score_mnist, real_data_fid, reference_images
-from .train import EMA, CheckpointMismatch, History, fit, load_checkpoint, load_history, save_checkpoint, seed_everything
-from .unet import UNet
+from ..data import TensorBatches, balanced_labels, from_signed, mnist_tensors
+from ..diffusion import NoiseSchedule, diffusion_batches_loss, sample
+from ..metrics import class_histogram, fid_mnist, inception_score_mnist, real_data_fid, reference_images
+from ..train import EMA, CheckpointMismatch, History, fit, load_checkpoint, load_history, save_checkpoint, seed_everything
+from ..unet import UNet
 
 
 def build_unet(cfg, device="cpu") -> UNet:

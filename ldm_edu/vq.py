@@ -1,0 +1,250 @@
+"""Vector quantisation (lesson 03; van den Oord et al. 2017, seed paper eq. 20–25): the codebook layer
+with its two stop-gradient losses, the EMA codebook update (a k-means step), dead-code restart and
+k-means initialisation, and the VQ-VAE built on the conv encoder/decoder stacks of ``nn.py``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .metrics import psnr
+from .nn import ConvDecoder, ConvEncoder, check_image_batch
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """‖z_i − e_k‖² for all rows z_i (N, D) and codes e_k (K, D) → (N, K).
+
+    Expanded as ‖z‖² − 2 z·e + ‖e‖² (one matrix product), so no (N, K, D) temporary is built.
+    """
+    if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"z must be (N, D) and codebook (K, D) with the same D, got "
+                         f"{tuple(z.shape)} and {tuple(codebook.shape)}")
+    z2 = z.pow(2).sum(1, keepdim=True)                          # (N, 1)
+    e2 = codebook.pow(2).sum(1)                                 # (K,)
+    return torch.addmm(e2[None], z, codebook.t(), alpha=-2.0).add_(z2).clamp_min_(0.0)
+
+
+def codebook_perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the code-usage distribution p_k = n_k / Σ n: K when all K codes are used
+    equally often, 1 when a single code is used. The "effective number of codes"."""
+    p = counts.float() / counts.float().sum().clamp_min(1e-12)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+
+
+class VectorQuantizer(nn.Module):
+    """The VQ bottleneck of VQ-VAE (van den Oord et al. 2017), seed paper eq. 20–25.
+
+    Each D-vector of the encoder output z_e (B, D, H, W) is replaced by its nearest code
+    e_k, k = argmin_j ‖z_e − e_j‖² (eq. 20; the posterior q(z = k | x) is one-hot, eq. 21).
+    The argmin has no gradient, so the decoder's gradient is copied straight through to the
+    encoder: z_q = z_e + sg[e_k − z_e] (the value is e_k, the gradient is that of z_e).
+
+    Two ways to learn the codebook:
+    - ``ema=False``: the codebook loss ‖sg[z_e] − e‖² (eq. 23) moves the codes;
+    - ``ema=True``: codes are running means of the vectors assigned to them (an online k-means
+      step, van den Oord 2017 app. A.1, Razavi 2019): N_k ← γN_k + (1−γ)n_k,
+      m_k ← γm_k + (1−γ)Σ_{i: k_i = k} z_i, e_k = m_k / Ñ_k with Laplace-smoothed counts Ñ.
+    Either way the commitment loss β‖z_e − sg[e]‖² (eq. 24) keeps the encoder near its codes;
+    ``loss`` = codebook term + β · commitment term (eq. 25 without the reconstruction term),
+    both as means over all elements (like F.mse_loss).
+
+    ``restart_dead=True`` re-seeds codes whose running usage (assignments per batch, averaged
+    with ``usage_decay``) falls below ``dead_threshold`` with random encoder outputs of the
+    current batch (Dhariwal et al. 2020, Jukebox). ``init_kmeans(z)`` sets the codes by k-means.
+    """
+
+    def __init__(self, num_codes: int = 512, code_dim: int = 16, beta: float = 0.25, ema: bool = False,
+                 decay: float = 0.99, eps: float = 1e-5, restart_dead: bool = False,
+                 dead_threshold: float = 1.0, usage_decay: float = 0.99):
+        super().__init__()
+        if num_codes < 1 or code_dim < 1:
+            raise ValueError(f"num_codes and code_dim must be ≥ 1, got {num_codes}, {code_dim}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.config = {"num_codes": num_codes, "code_dim": code_dim, "beta": beta, "ema": ema,
+                       "decay": decay, "eps": eps, "restart_dead": restart_dead,
+                       "dead_threshold": dead_threshold, "usage_decay": usage_decay}
+        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.ema, self.decay, self.eps = ema, decay, eps
+        self.restart_dead, self.dead_threshold, self.usage_decay = restart_dead, dead_threshold, usage_decay
+        # nn.Embedding's default init would be N(0, 1); the VQ-VAE papers use U(−1/K, 1/K)
+        self.codebook = nn.Parameter(torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes),
+                                     requires_grad=not ema)
+        self.register_buffer("ema_count", torch.ones(num_codes))                 # N_k
+        self.register_buffer("ema_sum", self.codebook.detach().clone())          # m_k (so m_k / N_k = e_k)
+        self.register_buffer("usage", torch.zeros(num_codes))                    # running assignments / batch
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long))      # codes re-seeded so far
+
+    # --- the three steps of eq. 20, 23-25 -------------------------------------------------
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Indices of the nearest codes for rows z (N, D) (eq. 20)."""
+        return squared_distances(z, self.codebook.detach().float()).argmin(1)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Token map (B, H, W) of code indices → quantised vectors (B, D, H, W)."""
+        if indices.dtype not in (torch.int64, torch.int32) or indices.dim() != 3:
+            raise ValueError(f"indices must be an integer tensor (batch, H, W), got "
+                             f"{indices.dtype} {tuple(indices.shape)}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+            raise ValueError(f"indices must lie in [0, {self.num_codes - 1}]")
+        return self.codebook[indices.long()].permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z_e: torch.Tensor) -> dict:
+        """Quantise z_e (B, D, H, W). Returns a dict: ``z_q`` (straight-through, B×D×H×W),
+        ``indices`` (B, H, W), ``loss``, ``codebook_loss``, ``commitment_loss``, ``counts`` (K,),
+        ``perplexity``. In training mode the EMA update and dead-code restarts happen here."""
+        check_image_batch(z_e, self.code_dim, name="VectorQuantizer input (the encoder output z_e)")
+        with torch.autocast(z_e.device.type, enabled=False):   # argmin in bf16 would pick wrong codes
+            z_e = z_e.float()
+            b, d, h, w = z_e.shape
+            flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)             # (N, D), N = B·H·W
+            idx = self.nearest(flat.detach())
+            counts = torch.bincount(idx, minlength=self.num_codes).float()
+            if self.training:
+                self._update(flat.detach(), idx, counts)
+                if self.ema or self.restart_dead:                 # codes moved: look up again
+                    idx = self.nearest(flat.detach())
+                    counts = torch.bincount(idx, minlength=self.num_codes).float()
+            # F.embedding: its CPU backward sums rows in a fixed order (codebook[idx] did not, so runs differed)
+            e = F.embedding(idx, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)  # e_k, differentiable w.r.t. the codebook
+            codebook_loss = F.mse_loss(e, z_e.detach())              # eq. 23: ‖sg[z_e] − e‖²
+            commitment_loss = F.mse_loss(z_e, e.detach())            # eq. 24: ‖z_e − sg[e]‖²
+            loss = self.beta * commitment_loss + (0.0 if self.ema else codebook_loss)
+            z_q = z_e + (e - z_e).detach()                           # straight-through estimator
+        return {"z_q": z_q, "indices": idx.view(b, h, w), "loss": loss, "codebook_loss": codebook_loss,
+                "commitment_loss": commitment_loss, "counts": counts,
+                "perplexity": codebook_perplexity(counts)}
+
+    # --- codebook maintenance -------------------------------------------------------------
+    @torch.no_grad()
+    def ema_step(self, z: torch.Tensor, idx: torch.Tensor) -> None:
+        """One EMA (online k-means) update of the codebook from rows z (N, D) assigned to idx.
+
+        decay = 0 is exactly one k-means (Lloyd) step for the used codes; codes with a zero
+        count keep their position."""
+        onehot_sum = torch.zeros_like(self.ema_sum).index_add_(0, idx, z)            # Σ_{i: k_i = k} z_i
+        counts = torch.bincount(idx, minlength=self.num_codes).to(z.dtype)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(onehot_sum, alpha=1 - self.decay)
+        n = self.ema_count.sum()
+        smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n   # Laplace smoothing
+        new = self.ema_sum / smoothed[:, None]
+        self.codebook.data.copy_(torch.where(self.ema_count[:, None] > 0, new, self.codebook.data))
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor) -> int:
+        """Re-seed codes whose running usage is below ``dead_threshold`` with random rows of z.
+        Returns how many codes were restarted."""
+        dead = (self.usage < self.dead_threshold).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        pick = torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)
+        self.codebook.data[dead] = z[pick]
+        self.ema_sum[dead] = z[pick]
+        self.ema_count[dead] = 1.0
+        # a grace period: a restarted code counts as average until it proves otherwise
+        self.usage[dead] = max(self.usage.mean().item(), 2 * self.dead_threshold)
+        self.restarts += dead.numel()
+        return int(dead.numel())
+
+    @torch.no_grad()
+    def _update(self, z: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
+        self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
+        if self.ema:
+            self.ema_step(z, idx)
+        if self.restart_dead:
+            self.restart_dead_codes(z)
+
+    @torch.no_grad()
+    def init_kmeans(self, z: torch.Tensor, iters: int = 50, seed: int = 0) -> None:
+        """Set the codebook to k-means centroids of encoder outputs z (N, D) or (B, D, H, W)
+        (scikit-learn; N must be ≥ K). Resets the EMA statistics to match."""
+        from sklearn.cluster import KMeans
+
+        if z.dim() == 4:
+            z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        if z.dim() != 2 or z.shape[1] != self.code_dim or z.shape[0] < self.num_codes:
+            raise ValueError(f"k-means init needs at least {self.num_codes} vectors of size "
+                             f"{self.code_dim}, got {tuple(z.shape)}")
+        km = KMeans(self.num_codes, n_init=1, max_iter=iters, random_state=seed)
+        km.fit(z.detach().float().cpu().numpy())
+        centers = torch.as_tensor(km.cluster_centers_, dtype=self.codebook.dtype, device=self.codebook.device)
+        self.codebook.data.copy_(centers)
+        self.ema_sum.copy_(centers)
+        self.ema_count.fill_(1.0)
+
+
+class VQVAE(nn.Module):
+    """VQ-VAE with a spatial token map: x (B, 1, 28, 28) → z_e (B, D, 7, 7) → 7×7 code indices
+    → z_q → x̂ (B, 1, 28, 28). Loss (eq. 25): ‖x − 𝒟(z_q)‖² (eq. 22, mean per pixel) + VQ terms.
+
+    ``ch_mult`` of length 3 gives f = 4 (28 → 7); the decoder output is unconstrained (clamp to
+    [0, 1] for display)."""
+
+    def __init__(self, num_codes: int = 512, code_dim: int = 16, ch: int = 32, ch_mult: tuple = (1, 2, 2),
+                 num_res: int = 1, beta: float = 0.25, ema: bool = True, decay: float = 0.99,
+                 eps: float = 1e-5, restart_dead: bool = True, dead_threshold: float = 1.0):
+        super().__init__()
+        ch_mult = tuple(ch_mult)
+        self.config = {"num_codes": num_codes, "code_dim": code_dim, "ch": ch, "ch_mult": ch_mult,
+                       "num_res": num_res, "beta": beta, "ema": ema, "decay": decay, "eps": eps,
+                       "restart_dead": restart_dead, "dead_threshold": dead_threshold}
+        self.encoder = ConvEncoder(1, code_dim, ch, ch_mult, num_res)
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta, ema, decay, eps, restart_dead, dead_threshold)
+        self.decoder = ConvDecoder(code_dim, 1, ch, ch_mult, num_res, out_size=IMAGE_SHAPE[1])
+        self.token_shape = tuple([self.decoder.sizes[0]] * 2)      # (7, 7) for ch_mult of length 3
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """z_e = ℰ(x), (B, D, h, w)."""
+        check_image_batch(x, 1, IMAGE_SHAPE[1:], "VQVAE input")
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images → token maps (B, h, w) of code indices (eq. 20)."""
+        z = self.encode(x)
+        flat = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        return self.quantizer.nearest(flat).view(z.shape[0], *z.shape[2:])
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z_q)
+
+    def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
+        """Token maps (B, h, w) → images (B, 1, 28, 28), clamped to [0, 1]."""
+        if indices.dim() != 3 or tuple(indices.shape[1:]) != self.token_shape:
+            raise ValueError(f"token maps must have shape (batch, {self.token_shape[0]}, "
+                             f"{self.token_shape[1]}), got {tuple(indices.shape)}")
+        return self.decode(self.quantizer.lookup(indices)).clamp(0, 1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        q = self.quantizer(self.encode(x))
+        x_hat = self.decode(q["z_q"])
+        recon = F.mse_loss(x_hat, x)                                   # eq. 22
+        return {**q, "x_hat": x_hat, "recon": recon, "vq_loss": q["loss"], "loss": recon + q["loss"]}
+
+
+def vqvae_loss(model: VQVAE, x: torch.Tensor):
+    """A loss_fn for fit(): eq. 25 (reconstruction + codebook + β·commitment), with metrics."""
+    out = model(x)
+    return out["loss"], {"recon": out["recon"], "vq": out["vq_loss"], "perplexity": out["perplexity"],
+                         "used": (out["counts"] > 0).sum()}
+
+
+@torch.no_grad()
+def evaluate_vqvae(model: VQVAE, x: torch.Tensor, batch_size: int = 500) -> dict:
+    """Tokenise and reconstruct ``x`` (N, 1, 28, 28) in [0, 1]: mean PSNR (dB) of the decoded
+    tokens, code-usage ``counts`` (K,), number of ``used`` codes and the usage ``perplexity``."""
+
+    model.eval()
+    tokens, scores = [], []
+    for i in range(0, len(x), batch_size):
+        t = model.tokenize(x[i:i + batch_size])
+        tokens.append(t)
+        scores.append(psnr(x[i:i + batch_size], model.decode_tokens(t)))
+    tokens = torch.cat(tokens)
+    counts = torch.bincount(tokens.flatten(), minlength=model.quantizer.num_codes).float().cpu()
+    return {"psnr": torch.cat(scores).mean().item(), "counts": counts, "used": int((counts > 0).sum()),
+            "perplexity": codebook_perplexity(counts).item(), "tokens": tokens}
