@@ -8,6 +8,7 @@ weights, and optional periodic evaluation and checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -158,6 +159,33 @@ def _as_loss_and_metrics(out):
     return out, {}
 
 
+def train_step(model: nn.Module, loss_fn: Callable, batch, optimizer: torch.optim.Optimizer, *,
+               grad_clip: float | None = 1.0, ema: EMA | None = None, autocast=None):
+    """One optimisation step — the body of ``fit``'s loop. Returns ``(loss, metrics, finite)``.
+
+    When the loss or the gradient is not finite, nothing is updated (``finite`` is False): the
+    weights, the optimiser's moments and the EMA stay at the last finite step.
+    """
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    # 1. forward pass and loss (bf16 autocast on CUDA when fit() asks for it)
+    with autocast if autocast is not None else contextlib.nullcontext():
+        loss, metrics = _as_loss_and_metrics(loss_fn(model, batch))
+    # 2. backward pass
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    # 3. gradient norm, clipped to grad_clip (measured only when grad_clip is None)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)
+    # 4. a non-finite loss or gradient must not reach the weights
+    if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), metrics, False
+    # 5. Adam(W) update, then the moving average of the weights
+    optimizer.step()
+    if ema is not None:
+        ema.update(model)
+    return loss.detach(), metrics, True
+
+
 def fit(
     model: nn.Module,
     loss_fn: Callable,
@@ -187,8 +215,10 @@ def fit(
 
     Pass the same ``history`` again to continue a run (steps keep counting). Ctrl-C (or the
     notebook's stop button) ends training cleanly: the model keeps its weights and the history
-    is returned with ``interrupted=True``. A NaN/Inf loss raises ``TrainingDiverged`` carrying the
-    history. ``amp`` (bf16 autocast) and ``compile`` (torch.compile) only act on CUDA.
+    is returned with ``interrupted=True``. A NaN/Inf loss or gradient stops training before it
+    reaches the weights: the model, EMA and optimiser keep the last finite step, and
+    ``TrainingDiverged`` is raised carrying the history up to that step. The loop body is
+    ``train_step``. ``amp`` (bf16 autocast) and ``compile`` (torch.compile) only act on CUDA.
     """
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0, got {steps}")
@@ -214,6 +244,7 @@ def fit(
     plot = LiveLossPlot(desc) if show_plot else None
     offset = history.last_step
     run_loss, run_metrics, n_run = 0.0, {}, 0
+    diverged, last_good = None, offset
     model.train()
     start = time.time()
     bar = progress_bar(range(steps), progress, desc=desc, leave=True, file=sys.stdout)
@@ -221,33 +252,21 @@ def fit(
         for i in bar:
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * lr_factor(i)
-            batch = next(batches)
-            with autocast:
-                loss, metrics = _as_loss_and_metrics(loss_fn(step_model, batch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            # on the CPU .item() costs nothing; on CUDA we only synchronise at log points
-            run_loss = run_loss + loss.detach().float()
+            loss, metrics, finite = train_step(step_model, loss_fn, next(batches), optimizer,
+                                               grad_clip=grad_clip, ema=ema, autocast=autocast)
+            step = offset + i + 1
+            if not finite:
+                diverged = (float(loss), step)
+                break
+            last_good = step
+            run_loss = run_loss + loss.float()
             for k, v in metrics.items():
                 run_metrics[k] = run_metrics.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
             n_run += 1
-            step = offset + i + 1
             if n_run == log_every or i == steps - 1:
                 mean_loss = float(run_loss) / n_run
-                means = {k: float(v) / n_run for k, v in run_metrics.items()}
-                history.log(step, mean_loss, **means)
+                history.log(step, mean_loss, **{k: float(v) / n_run for k, v in run_metrics.items()})
                 run_loss, run_metrics, n_run = 0.0, {}, 0
-                if not math.isfinite(mean_loss):
-                    history.stop_reason = f"loss became {mean_loss} at step {step}"
-                    raise TrainingDiverged(
-                        f"training stopped: the loss became {mean_loss} around step {step}. "
-                        "Lower the learning rate (lr=...), keep gradient clipping on (grad_clip=1.0), "
-                        "or check the inputs for NaN. The history so far is in .history.", history)
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
                 if plot is not None:
                     plot.update(history)
@@ -264,12 +283,24 @@ def fit(
               "and the history so far is returned.")
     finally:
         bar.close()
+        if n_run:                                   # the steps since the last log point
+            history.log(last_good, float(run_loss) / n_run,
+                        **{k: float(v) / n_run for k, v in run_metrics.items()})
         history.seconds += time.time() - start
         model.eval()
         if plot is not None and history.steps:
             plot.update(history, force=True)
     if checkpoint_path:
         save_checkpoint(checkpoint_path, model, history=history)
+    if diverged is not None:
+        loss_value, step = diverged
+        history.stop_reason = f"loss or gradient became non-finite at step {step} (loss {loss_value})"
+        raise TrainingDiverged(
+            f"training stopped at step {step}: the loss or its gradient became non-finite (loss {loss_value}). "
+            f"The model, its EMA and the optimiser keep the state of step {step - 1}, the last finite one, "
+            "and the history up to there is in .history. Lower the learning rate (lr=...), keep gradient "
+            "clipping on (grad_clip=1.0), or check the inputs for NaN, then call fit again with "
+            "history=err.history to continue.", history)
     return history
 
 

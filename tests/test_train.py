@@ -57,18 +57,85 @@ def test_keyboard_interrupt_keeps_model_and_history(images):
     assert h.steps[-3:] == [8, 9, 10]
 
 
-def test_nan_guard_raises_with_history(images):
-    model = Autoencoder(latent_dim=2, hidden=32)
+def _nan_at(step):
+    """A loss_fn that returns NaN from the ``step``-th call on (a diverging run, injected)."""
     calls = {"n": 0}
 
     def loss_fn(m, x):
         calls["n"] += 1
         loss = ae_loss(m, x)
-        return loss * float("nan") if calls["n"] >= 5 else loss
+        return loss * float("nan") if calls["n"] >= step else loss
+    return loss_fn
 
-    with pytest.raises(TrainingDiverged, match="learning rate") as e:
-        fit(model, loss_fn, TensorBatches(images, batch_size=32), 50, log_every=1, progress=False)
-    assert e.value.history.steps[:4] == [1, 2, 3, 4] and math.isnan(e.value.history.loss[-1])
+
+def _run(images, loss_fn, steps, log_every=1):
+    seed_everything(0)
+    model = Autoencoder(latent_dim=2, hidden=32)
+    ema = EMA(model, 0.9)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    err = None
+    try:
+        h = fit(model, loss_fn, TensorBatches(images, batch_size=32, seed=0), steps, optimizer=opt, ema=ema,
+                log_every=log_every, progress=False)
+    except TrainingDiverged as e:
+        err, h = e, e.history
+    return model, ema, opt, h, err
+
+
+@pytest.mark.parametrize("log_every", [1, 3])
+def test_nan_keeps_last_finite_state_and_history(images, log_every):
+    # NaN injected at step 6: model, EMA and optimiser must equal a clean run of 5 steps
+    model, ema, opt, h, err = _run(images, _nan_at(6), 50, log_every)
+    ref_model, ref_ema, ref_opt, ref_h, _ = _run(images, ae_loss, 5, log_every)
+    assert err is not None and "learning rate" in str(err) and "step 6" in str(err)
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        assert torch.isfinite(a).all() and torch.equal(a, b)
+    for a, b in zip(ema.model.parameters(), ref_ema.model.parameters()):
+        assert torch.equal(a, b)
+    sa, sb = opt.state_dict()["state"], ref_opt.state_dict()["state"]
+    assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) and torch.equal(sa[k]["step"], sb[k]["step"]) for k in sb)
+    # the history holds the five good steps and nothing non-finite
+    assert h.last_step == 5 and all(math.isfinite(v) for v in h.loss)
+    assert h.steps == ref_h.steps and h.loss == ref_h.loss
+    assert "step 6" in h.stop_reason
+
+
+def test_nan_model_can_continue_after_divergence(images):
+    model, ema, opt, h, err = _run(images, _nan_at(4), 20)
+    h2 = fit(model, ae_loss, TensorBatches(images, batch_size=32, seed=1), 3, history=h, log_every=1, progress=False)
+    assert h2.steps[-3:] == [4, 5, 6] and all(math.isfinite(v) for v in h2.loss)
+
+
+def test_nan_gradient_with_finite_loss_is_stopped(images):
+    # a finite loss whose gradient is NaN (sqrt at 0) must not reach the weights either
+    seed_everything(0)
+    model = Autoencoder(latent_dim=2, hidden=32)
+    before = [p.clone() for p in model.parameters()]
+
+    def loss_fn(m, x):
+        return ae_loss(m, x) + 0.0 * torch.sqrt(m.encode(x).sum() * 0.0)
+
+    with pytest.raises(TrainingDiverged):
+        fit(model, loss_fn, TensorBatches(images, batch_size=32), 5, log_every=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_train_step_is_the_loop_body(images):
+    # fit() for 3 steps == three train_step calls with the same optimiser and data
+    from ldm_edu.train import train_step
+    seed_everything(0)
+    a = Autoencoder(latent_dim=2, hidden=32)
+    b = Autoencoder(latent_dim=2, hidden=32)
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.AdamW(a.parameters(), lr=1e-3)
+    fit(a, ae_loss, TensorBatches(images, batch_size=32, seed=0), 3, optimizer=opt_a, progress=False)
+    opt_b = torch.optim.AdamW(b.parameters(), lr=1e-3)
+    batches = TensorBatches(images, batch_size=32, seed=0)
+    b.train()
+    for _ in range(3):
+        loss, _, finite = train_step(b, ae_loss, next(batches), opt_b, grad_clip=1.0)
+        assert finite and loss.dim() == 0
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
 def test_metrics_and_eval_are_logged(images):
