@@ -1,11 +1,13 @@
 """Pixel vs latent UNet: seconds per training step at (nearly) equal parameter count.
 
-The same UNet (ch, ch_mult, num_res) is built for 28×28×1 pixels and for each latent
-c × 32/f × 32/f of lesson 06; one training step = forward + ε-MSE + backward + Adam on a batch.
+Lesson 04's UNet (``preset.diffusion``'s ch, ch_mult, num_res, attention; ``--ch`` overrides the
+width) is built with ``unet_from_config`` for 28×28×1 pixels — without and with lesson 04's patch=2
+— and for each latent c × 32/f × 32/f of lesson 06 (patch 1): equal parameters up to the first and
+last convolution; one training step = forward + ε-MSE + backward + Adam on a batch.
 Steps of all shapes are interleaved (round robin) so a machine shared with other jobs slows them
 alike; we report the median wall time and the median CPU (process) time per step.
 
-    .venv/bin/python bench/bench_latent.py [--threads 2] [--batch 128] [--repeats 7]
+    .venv/bin/python bench/bench_latent.py [--threads 2] [--batch 64] [--repeats 7] [--preset cpu]
 """
 from __future__ import annotations
 
@@ -17,24 +19,30 @@ import torch
 
 from ldm_edu.diffusion import NoiseSchedule, diffusion_loss
 from ldm_edu.nn import count_parameters
-from ldm_edu.unet import UNet
+from ldm_edu.presets import get_preset
+from ldm_edu.unet import unet_from_config
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--ch", type=int, default=32)
+    ap.add_argument("--ch", type=int, default=None)
+    ap.add_argument("--preset", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    schedule = NoiseSchedule(T=1000)
-    shapes = {"pixel 1×28×28": (1, 28), "latent f=2 2×16×16": (2, 16),
-              "latent f=4 4×8×8": (4, 8), "latent f=8 4×4×4": (4, 4)}
+    d = get_preset(args.preset, device="cpu").diffusion
+    cfg = {k: getattr(d, k) for k in ("ch", "ch_mult", "num_res", "attn", "num_classes")}
+    if args.ch:
+        cfg["ch"] = args.ch
+    schedule = NoiseSchedule(d.T, d.schedule)
+    shapes = {"pixel 1×28×28": (1, 28, 1), "pixel 1×28×28, patch 2 (lesson 04)": (1, 28, 2),
+              "latent f=2 2×16×16": (2, 16, 1), "latent f=4 4×8×8": (4, 8, 1), "latent f=8 4×4×4": (4, 4, 1)}
     runs = {}
-    for name, (c, s) in shapes.items():
-        unet = UNet(in_ch=c, ch=args.ch, ch_mult=(1, 2), num_res=1, num_classes=10, image_size=s)
+    for name, (c, s, patch) in shapes.items():
+        unet = unet_from_config({**cfg, "patch": patch}, in_ch=c, image_size=s)
         opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
         x = torch.randn(args.batch, c, s, s)
         y = torch.randint(0, 10, (args.batch,))
@@ -54,7 +62,7 @@ def main() -> None:
             r["cpu"].append(time.process_time() - c0)
     base = runs["pixel 1×28×28"]
     bw, bc = statistics.median(base["wall"]), statistics.median(base["cpu"])
-    print(f"threads={args.threads}, batch={args.batch}, UNet ch={args.ch}, ch_mult=(1, 2), class-conditional\n")
+    print(f"threads={args.threads}, batch={args.batch}, lesson 04's UNet ({args.preset}): {cfg}\n")
     print("| input | UNet params | wall s/step | CPU s/step | speed-up vs pixel (wall / CPU) |")
     print("|---|---:|---:|---:|---:|")
     for name, r in runs.items():

@@ -11,11 +11,10 @@ import argparse
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ldm_edu.diffusion import NoiseSchedule, diffusion_loss
-from ldm_edu.nn import count_parameters
-from ldm_edu.unet import UNet
+from ldm_edu.nn import count_parameters, training_step_flops
+from ldm_edu.unet import unet_from_config
 
 CONFIGS = [  # (name, UNet kwargs, input shape without batch, batch)
     ("pixel ch32 (1,2) [DESIGN.md calibration]", dict(ch=32, ch_mult=(1, 2)), (1, 28, 28), 128),
@@ -30,12 +29,9 @@ CONFIGS = [  # (name, UNet kwargs, input shape without batch, batch)
 
 
 def flops_per_image(model, shape, y):
-    x = torch.randn(2, *shape)
-    with FlopCounterMode(display=False) as fc:
-        loss = diffusion_loss(model, NoiseSchedule(1000), x, y=None if y is None else y[:2])
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    return fc.get_total_flops() / 2
+    """Forward + backward FLOPs per image of one training step (``ldm_edu.nn.training_step_flops``)."""
+    x, t = torch.randn(2, *shape), torch.tensor([10, 500])
+    return training_step_flops(model, x, t, None if y is None else y[:2], batch_size=1)
 
 
 def main():
@@ -53,7 +49,7 @@ def main():
         if args.only and args.only not in name:
             continue
         torch.manual_seed(0)
-        model = UNet(**kw)
+        model = unet_from_config(kw, in_ch=kw.get("in_ch", 1), image_size=shape[-1])
         opt = torch.optim.Adam(model.parameters(), 1e-3)
         x = torch.randn(batch, *shape)
         y = torch.randint(0, 10, (batch,)) if kw.get("num_classes") else None

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .nn import ConvDecoder, ConvEncoder
 from .autoencoders import reparameterize
-from .diffusion import diffusion_batches_loss
+from .diffusion import diffusion_loss, sample as diffusion_sample, sample_progressive
 from .losses import gaussian_kl
 from .nn import check_image_batch
 
@@ -156,20 +156,35 @@ def _quantize(quantizer: nn.Module, z: torch.Tensor):
 
 # ----------------------------------------------------------------------------- the scale factor
 @torch.no_grad()
-def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000, sample: bool = False) -> torch.Tensor:
-    """Unscaled latents of every image in ``x`` (encoded once; training stage 2 then never runs ℰ)."""
+def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000, sample: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unscaled latents of every image in ``x`` (encoded once; training stage 2 then never runs ℰ).
+
+    ``sample=False``: the posterior means μ (a KL first stage) or z_e (VQ); ``sample=True``: one draw
+    z = μ + σ ε from q(z|x) per image (KL only), ε from ``generator``."""
+    if sample and ae.reg != "kl":
+        raise ValueError("sample=True draws from q(z|x), which only a KL first stage has")
     was = ae.training
     ae.eval()
-    z = torch.cat([ae.encode(x[i:i + batch_size], sample=sample) for i in range(0, len(x), batch_size)])
+    out = []
+    for i in range(0, len(x), batch_size):
+        if sample:
+            mu, logvar = ae.posterior(x[i:i + batch_size])
+            eps = torch.randn(mu.shape, generator=generator).to(mu)
+            out.append(mu + (0.5 * logvar).exp() * eps)
+        else:
+            out.append(ae.encode(x[i:i + batch_size]))
     ae.train(was)
-    return z
+    return torch.cat(out)
 
 
 def latent_scale_factor(z: torch.Tensor) -> float:
-    """s = 1 / std(z) over all elements of training latents (Rombach et al. 2022, §4.3.2 / App. G).
+    """s = 1 / std(z), one number over all elements of training latents (Rombach et al. 2022, §4.3.2
+    and App. G: "we rescale the latents by the component-wise standard deviation", estimated from
+    samples z ~ q(z|x) of the first stage — pass ``encode_dataset(ae, x, sample=True)``).
 
-    After scaling, z · s has unit variance, the variance the forward process (eq. 3) assumes for x_0.
-    """
+    After scaling, z · s has unit variance, the variance the forward process
+    x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε assumes for x_0 (Ho et al. 2020, eq. 4)."""
     if z.numel() < 2:
         raise ValueError("need at least two latent values to estimate their standard deviation")
     std = z.float().std().item()
@@ -178,13 +193,25 @@ def latent_scale_factor(z: torch.Tensor) -> float:
     return 1.0 / std
 
 
+def latent_log_snr(schedule, data_std: float = 1.0) -> torch.Tensor:
+    """log SNR(t) of x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε when x_0 has standard deviation σ (per element):
+
+        SNR(t) = Var(√ᾱ_t x_0) / Var(√(1−ᾱ_t) ε) = σ² ᾱ_t / (1 − ᾱ_t)    (Kingma et al. 2021, eq. 2)
+
+    so an unscaled latent (σ ≠ 1) shifts the whole log-SNR curve by 2 log σ. Shape (T,), float64."""
+    if not (isinstance(data_std, (int, float)) and math.isfinite(data_std) and data_std > 0):
+        raise ValueError(f"data_std must be a positive number, got {data_std!r}")
+    ab = schedule.alpha_bars.double().cpu()
+    return 2 * math.log(data_std) + torch.log(ab) - torch.log1p(-ab)
+
+
 # ----------------------------------------------------------------------------- both stages
 class LatentDiffusion(nn.Module):
     """A trained first stage + a latent ε-prediction UNet + its noise schedule + the scale factor.
 
     ``encode(x)`` → z·s (what the UNet sees), ``decode(z)`` → 𝒟(z/s) in [0, 1] at 28 × 28,
     ``loss(z0, y)`` → the DDPM loss on scaled latents, ``sample(n, y, guidance, steps, method)`` →
-    images in [0, 1] (the range ``fid_mnist`` takes).
+    images in [0, 1] (the range the metrics take), ``sample_progressive`` → the latent trajectory.
     """
 
     def __init__(self, autoencoder: FirstStage, unet: nn.Module, schedule, scale_factor: float = 1.0):
@@ -216,41 +243,55 @@ class LatentDiffusion(nn.Module):
 
     def loss(self, z0: torch.Tensor, y: torch.Tensor | None = None, p_uncond: float = 0.0):
         """ε-prediction loss (DDPM Algorithm 1) on scaled latents z0 (B, c, h, w)."""
-        from .diffusion import diffusion_loss
         self.check_latent(z0, "training latent")
         return diffusion_loss(self.unet, self.schedule, z0, y=y, p_uncond=p_uncond)
 
-    @torch.no_grad()
-    def sample(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50, method: str = "ddim",
-               eta: float = 0.0, generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
-               return_trajectory: bool = False, progress: bool = False, decode: bool = True):
-        """Sample n latents with the lesson-04/05 samplers, then decode them.
-
-        ``y``: class labels (int or (n,) tensor) for a class-conditional UNet, with classifier-free
-        ``guidance`` w (ε̂ = ε̂_∅ + w (ε̂_y − ε̂_∅)). Returns images (n, 1, 28, 28) in [0, 1]; with
-        ``return_trajectory`` also the list of scaled latents x_t visited; ``decode=False`` → latents.
-        """
-        from .diffusion import sample as diffusion_sample
-        if n < 1:
-            raise ValueError(f"n must be ≥ 1, got {n}")
+    def _sampler_args(self, n: int, y, z_T):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
         device = next(self.unet.parameters()).device
         if isinstance(y, int):
-            y = torch.full((n,), y, dtype=torch.long, device=device)
+            y = torch.full((n,), y, dtype=torch.long)
         if y is not None:
-            y = torch.as_tensor(y, device=device).long()
+            y = torch.as_tensor(y).long()
             if y.shape != (n,):
                 raise ValueError(f"y must be an int or a tensor of shape ({n},), got shape {tuple(y.shape)}")
+            y = y.to(device)
         if z_T is not None:
             self.check_latent(z_T, "z_T")
             if len(z_T) != n:
                 raise ValueError(f"z_T holds {len(z_T)} latents but n={n}")
+        return (n, *self.latent_shape), y
+
+    @torch.no_grad()
+    def sample(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50, method: str = "ddim",
+               eta: float = 0.0, generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
+               progress: bool = False, decode: bool = True) -> torch.Tensor:
+        """The LDM sampler (Rombach et al. 2022, §3.3), in four steps:
+
+        1. z_T ~ N(0, I) of the latent's shape (from ``generator``, unless ``z_T`` is given);
+        2. the lesson-04/05 sampler (``method``, ``steps``, ``eta``) on *scaled* latents, with
+           class labels ``y`` (int or (n,)) and classifier-free guidance w = ``guidance``;
+        3. undo the scale: z_0 / s;
+        4. decode: 𝒟(z_0 / s), mapped from [−1, 1] to [0, 1].
+        Returns images (n, 1, 28, 28) in [0, 1]; ``decode=False`` → the scaled latents z_0."""
+        shape, y = self._sampler_args(n, y, z_T)
         self.unet.eval()
-        out = diffusion_sample(self.unet, self.schedule, (n, *self.latent_shape), method=method, steps=steps,
-                               eta=eta, y=y, guidance=guidance, generator=generator, x_T=z_T,
-                               return_trajectory=return_trajectory, progress=progress)
-        z, traj = out if return_trajectory else (out, None)
-        result = self.decode(z) if decode else z
-        return (result, traj) if return_trajectory else result
+        # 1.-2. z_T and the reverse process on scaled latents (diffusion.sample draws z_T from generator)
+        z = diffusion_sample(self.unet, self.schedule, shape, method=method, steps=steps, eta=eta, y=y,
+                             guidance=guidance, generator=generator, x_T=z_T, progress=progress)
+        # 3.-4. z / s, then the decoder
+        return self.decode(z) if decode else z
+
+    def sample_progressive(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50,
+                           method: str = "ddim", eta: float = 0.0, generator: torch.Generator | None = None,
+                           z_T: torch.Tensor | None = None, progress: bool = False):
+        """``sample``'s trajectory: yields ``SamplerStep(t, z_t, ẑ_0)`` per step, scaled latents
+        (decode them with ``decode``); the last item is (−1, z_0, z_0)."""
+        shape, y = self._sampler_args(n, y, z_T)
+        self.unet.eval()
+        yield from sample_progressive(self.unet, self.schedule, shape, method=method, steps=steps, eta=eta, y=y,
+                                      guidance=guidance, generator=generator, x_T=z_T, progress=progress)
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -268,5 +309,5 @@ def reconstruction_psnr(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000)
 
 
 __all__ = ["FirstStage", "first_stage_loss", "check_factor", "pad_images", "crop_images",
-           "encode_dataset", "latent_scale_factor", "LatentDiffusion", "diffusion_batches_loss",
+           "encode_dataset", "latent_scale_factor", "latent_log_snr", "LatentDiffusion",
            "reconstruction_psnr", "IMAGE_SIZE", "PADDED_SIZE"]

@@ -180,3 +180,45 @@ class ConvDecoder(nn.Module):
             if i < len(self.levels) - 1:
                 h = up(h, size=(self.sizes[i + 1], self.sizes[i + 1]))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+# ----------------------------------------------------------------------------- the FLOP counter
+def training_step_flops(model, *example_inputs, batch_size: int, loss=None, backward: bool = True) -> float:
+    """FLOPs of one training step's forward + backward pass at ``batch_size``, counted with
+    ``torch.utils.flop_counter`` on ``example_inputs`` (a small batch, e.g. two images) and scaled
+    linearly to ``batch_size`` (every layer here costs the same per sample).
+
+    ``model(*example_inputs)`` is reduced to a scalar by ``loss(output)`` if given, else: a dict's
+    ``"loss"``, a tuple's first element, a scalar tensor as it is, any other tensor by ``pow(2).mean()``
+    (the reduction itself costs nothing the counter sees: it counts matrix products and convolutions).
+    ``model`` may be a bound method (``prior.loss``). ``backward=False`` counts the forward pass only
+    (one step of a sampler). The optimiser step is not counted (O(parameters), not O(batch))."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tensors = [x for x in example_inputs if isinstance(x, torch.Tensor)]
+    if not tensors or tensors[0].dim() == 0:
+        raise ValueError("pass at least one batched example input (e.g. two images) after the model")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n = tensors[0].shape[0]
+    owner = model if isinstance(model, nn.Module) else getattr(model, "__self__", None)
+    with FlopCounterMode(display=False) as counter:
+        if backward:
+            out = model(*example_inputs)
+            if loss is not None:
+                value = loss(out)
+            elif isinstance(out, dict):
+                value = out["loss"]
+            elif isinstance(out, (tuple, list)):
+                value = out[0]
+            else:
+                value = out
+            if value.dim():
+                value = value.float().pow(2).mean()
+            value.backward()
+        else:
+            with torch.no_grad():
+                model(*example_inputs)
+    if isinstance(owner, nn.Module):
+        owner.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / n * batch_size

@@ -42,7 +42,8 @@ class History:
     loss: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)      # name -> list aligned with steps
     evals: dict = field(default_factory=dict)        # name -> list of (step, value)
-    seconds: float = 0.0
+    seconds: float = 0.0                             # wall-clock time in fit(), evaluations included
+    eval_seconds: float = 0.0                        # of which spent in evaluations
     interrupted: bool = False
     stop_reason: str | None = None
 
@@ -70,12 +71,13 @@ class History:
     def to_dict(self) -> dict:
         return {"steps": list(self.steps), "loss": list(self.loss), "metrics": dict(self.metrics),
                 "evals": {k: [list(p) for p in v] for k, v in self.evals.items()},
-                "seconds": self.seconds, "interrupted": self.interrupted, "stop_reason": self.stop_reason}
+                "seconds": self.seconds, "eval_seconds": self.eval_seconds, "interrupted": self.interrupted, "stop_reason": self.stop_reason}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         h = cls(steps=list(d["steps"]), loss=list(d["loss"]), metrics=dict(d.get("metrics", {})),
-                seconds=float(d.get("seconds", 0.0)), interrupted=bool(d.get("interrupted", False)),
+                seconds=float(d.get("seconds", 0.0)), eval_seconds=float(d.get("eval_seconds", 0.0)),
+                interrupted=bool(d.get("interrupted", False)),
                 stop_reason=d.get("stop_reason"))
         h.evals = {k: [tuple(p) for p in v] for k, v in d.get("evals", {}).items()}
         return h
@@ -159,6 +161,13 @@ def _as_loss_and_metrics(out):
     return out, {}
 
 
+def _synced_time(device: torch.device) -> float:
+    """A wall clock that waits for queued CUDA work first, so GPU timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def train_step(model: nn.Module, loss_fn: Callable, batch, optimizer: torch.optim.Optimizer, *,
                grad_clip: float | None = 1.0, ema: EMA | None = None, autocast=None):
     """One optimisation step — the body of ``fit``'s loop. Returns ``(loss, metrics, finite)``.
@@ -218,7 +227,9 @@ def fit(
     is returned with ``interrupted=True``. A NaN/Inf loss or gradient stops training before it
     reaches the weights: the model, EMA and optimiser keep the last finite step, and
     ``TrainingDiverged`` is raised carrying the history up to that step. The loop body is
-    ``train_step``. ``amp`` (bf16 autocast) and ``compile`` (torch.compile) only act on CUDA.
+    ``train_step``. Each evaluation (``eval_fn`` every ``eval_every`` steps) is logged with
+    ``seconds``: the training wall-clock time so far, the evaluations' own time left out.
+    ``amp`` (bf16 autocast) and ``compile`` (torch.compile) only act on CUDA.
     """
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0, got {steps}")
@@ -244,9 +255,10 @@ def fit(
     plot = LiveLossPlot(desc) if show_plot else None
     offset = history.last_step
     run_loss, run_metrics, n_run = 0.0, {}, 0
-    diverged, last_good = None, offset
+    diverged, last_good, eval_seconds = None, offset, 0.0
+    train_seconds_before = history.seconds - history.eval_seconds
     model.train()
-    start = time.time()
+    start = _synced_time(device)
     bar = progress_bar(range(steps), progress, desc=desc, leave=True, file=sys.stdout)
     try:
         for i in bar:
@@ -271,9 +283,13 @@ def fit(
                 if plot is not None:
                     plot.update(history)
             if eval_fn is not None and eval_every and (step % eval_every == 0 or i == steps - 1):
+                # `seconds`: training wall-clock time so far, the evaluations' own time left out
+                t_eval = _synced_time(device)
                 model.eval()
-                history.log_eval(step, **eval_fn(model))
+                values = eval_fn(model)
                 model.train()
+                history.log_eval(step, seconds=train_seconds_before + t_eval - start - eval_seconds, **values)
+                eval_seconds += _synced_time(device) - t_eval
             if checkpoint_path and checkpoint_every and step % checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, model, history=history)
     except KeyboardInterrupt:
@@ -286,7 +302,8 @@ def fit(
         if n_run:                                   # the steps since the last log point
             history.log(last_good, float(run_loss) / n_run,
                         **{k: float(v) / n_run for k, v in run_metrics.items()})
-        history.seconds += time.time() - start
+        history.seconds += _synced_time(device) - start
+        history.eval_seconds += eval_seconds
         model.eval()
         if plot is not None and history.steps:
             plot.update(history, force=True)

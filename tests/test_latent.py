@@ -10,7 +10,6 @@ from ldm_edu.presets import get_preset
 from ldm_edu.unet import UNet
 
 
-
 def _images(n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 28, 28, generator=g) * 2 - 1
@@ -126,8 +125,26 @@ def test_ldm_sampling_shapes_and_determinism():
     assert a.shape == (3, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    z, traj = ldm.sample(2, steps=3, decode=False, return_trajectory=True, generator=torch.Generator().manual_seed(0))
-    assert z.shape == (2, 4, 8, 8) and len(traj.xs) == 4
+    z = ldm.sample(2, steps=3, decode=False, generator=torch.Generator().manual_seed(0))
+    traj = list(ldm.sample_progressive(2, steps=3, generator=torch.Generator().manual_seed(0)))
+    assert z.shape == (2, 4, 8, 8) and len(traj) == 4 and traj[-1].t == -1
+    torch.testing.assert_close(traj[-1].x_t, z)
+
+
+def test_ldm_sample_is_the_four_steps():
+    """z_T from the generator → the sampler on scaled latents → z / s → decode, mapped to [0, 1]."""
+    from ldm_edu.diffusion import sample
+    ldm = _ldm(num_classes=10)
+    with torch.no_grad():
+        ldm.unet.conv_out.weight.normal_(0, 0.05)             # a UNet that does not output ε = 0
+    y = torch.tensor([1, 5, 9])
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(3, 4, 8, 8, generator=g)
+    z = sample(ldm.unet, ldm.schedule, z.shape, method="ddpm", steps=5, y=y, guidance=2.0, generator=g, x_T=z,
+               progress=False)
+    want = ((ldm.autoencoder.decode(z / 0.37) + 1) / 2).clamp(0, 1)
+    got = ldm.sample(3, y=y, guidance=2.0, steps=5, method="ddpm", generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(got, want)
 
 
 def test_ldm_bad_input():
@@ -162,75 +179,200 @@ def test_reconstruction_psnr_of_identity_like_decoder_is_high():
 
 @pytest.mark.parametrize("name", ["tiny", "cpu", "gpu"])
 def test_presets_build_and_take_one_step_on_cpu(name):
-    cfg = get_preset(name, device="cpu").ldm
+    from ldm_edu.experiments.latent_diffusion import latent_unet, study_unet
+    preset = get_preset(name, device="cpu")
+    cfg, d = preset.ldm, preset.diffusion
     torch.manual_seed(0)
     ae = FirstStage(f=cfg.f, latent_ch=cfg.latent_ch, ch=cfg.ae_ch, kl_weight=cfg.kl_weight)
     loss, _ = first_stage_loss(ae, _images(2))
     loss.backward()
-    s = PADDED = 32 // cfg.f
-    unet = UNet(in_ch=cfg.latent_ch, ch=cfg.unet_ch, ch_mult=cfg.unet_ch_mult, num_res=cfg.unet_num_res,
-                num_classes=10, image_size=s)
-    ldm = LatentDiffusion(ae, unet, NoiseSchedule(T=cfg.T), scale_factor=1.0)
-    ldm.loss(torch.randn(2, cfg.latent_ch, PADDED, PADDED), y=torch.tensor([1, 2]), p_uncond=cfg.p_uncond).backward()
-    assert len(cfg.study_fs) == len(cfg.study_latent_ch)
-    for f in cfg.study_fs:
+    unet = latent_unet(d, ae.latent_shape)
+    pixel = __import__("ldm_edu.unet", fromlist=["unet_from_config"]).unet_from_config(d)
+    # lesson 04's UNet family: the same widths, so parameters differ only in the first and last conv
+    assert unet.config["ch"] == d.ch and tuple(unet.config["ch_mult"]) == tuple(d.ch_mult) and unet.patch == 1
+    n_lat, n_pix = (sum(p.numel() for p in m.parameters()) for m in (unet, pixel))
+    assert abs(n_lat - n_pix) < 0.01 * n_pix
+    ldm = LatentDiffusion(ae, unet, NoiseSchedule(d.T, d.schedule), scale_factor=1.0)
+    ldm.loss(torch.randn(2, *ae.latent_shape), y=torch.tensor([1, 2]), p_uncond=d.p_uncond).backward()
+    assert len(cfg.study_fs) == len(cfg.study_latent_ch) and len(cfg.study_seeds) >= 2
+    for f, c in zip(cfg.study_fs, cfg.study_latent_ch):
         check_factor(f)
+        study_unet(f, c, cfg.study_unet_ch)
+    assert cfg.steps % cfg.eval_every == 0, "evaluate at the last step too"
+    assert all(m in ("ddpm", "ddim") and k >= 1 for m, k in cfg.samplers)
 
 
-# ----------------------------------------------------------------------------- lesson 06 exercises
-def test_exercise_checkers_accept_solutions_and_reject_wrong_answers(capsys):
-    from ldm_edu.exercises import lesson06 as ex
+# ----------------------------------------------------------------------------- the FLOP counter
+def test_training_step_flops_against_hand_count():
+    """Linear(a, b) → Linear(b, c) on B inputs: forward 2B(ab + bc); backward: the first layer needs only
+    its weight gradient (2Bab; the input needs none), the second its weight and input gradients (4Bbc)."""
+    from torch import nn
+    from ldm_edu.nn import training_step_flops
+    a, b, c = 5, 7, 3
+    m = nn.Sequential(nn.Linear(a, b), nn.Linear(b, c))
+    x = torch.randn(2, a)
+    for batch in (1, 4, 64):
+        assert training_step_flops(m, x, batch_size=batch) == batch * (2 * a * b + 2 * b * c + 2 * a * b + 4 * b * c)
+        assert training_step_flops(m, x, batch_size=batch, backward=False) == batch * 2 * (a * b + b * c)
+    assert all(p.grad is None for p in m.parameters())          # the counter leaves no gradients behind
+    with pytest.raises(ValueError, match="batched example input"):
+        training_step_flops(m, batch_size=4)
+    with pytest.raises(ValueError, match="batch_size"):
+        training_step_flops(m, x, batch_size=0)
+
+
+def test_unet_step_flops_scale_with_latent_positions_and_batch():
+    from ldm_edu.experiments.latent_diffusion import study_unet, unet_step_flops
+    fl = {f: unet_step_flops(study_unet(f, c, 8), batch_size=4) for f, c in ((1, 1), (2, 2), (4, 4))}
+    assert fl[1] > 3 * fl[2] > 9 * fl[4] > 0
+    u = study_unet(4, 4, 8)
+    assert math.isclose(unet_step_flops(u, 8), 2 * unet_step_flops(u, 4), rel_tol=1e-9)
+
+
+# ----------------------------------------------------------------------------- the SNR and the scale factor
+def test_latent_log_snr_matches_the_correlation_of_noised_data():
+    """x_t = √ᾱ x₀ + √(1−ᾱ) ε with std(x₀) = σ has corr(x_t, x₀)² = SNR / (1 + SNR): an independent
+    estimate of σ² ᾱ / (1 − ᾱ) (Fisher-z tolerance, 4 standard errors)."""
+    from ldm_edu.latent import latent_log_snr
+    s = NoiseSchedule(200, "cosine")
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    for sigma in (1.0, 5.5, 0.2):
+        x0 = torch.randn(n, generator=g, dtype=torch.float64) * sigma + 3.0
+        ls = latent_log_snr(s, sigma)
+        for t in (20, 100, 180):
+            ab = s.alpha_bars[t].double()
+            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
+            rho = torch.corrcoef(torch.stack([xt, x0]))[0, 1]
+            snr = ls[t].exp()
+            assert abs(torch.atanh(rho) - torch.atanh((snr / (1 + snr)).sqrt())) < 4 / (n - 3) ** 0.5
+    torch.testing.assert_close(latent_log_snr(s, 5.5) - latent_log_snr(s, 1.0),
+                               torch.full((200,), 2 * math.log(5.5), dtype=torch.float64))
+    with pytest.raises(ValueError, match="data_std"):
+        latent_log_snr(s, 0.0)
+
+
+def test_encode_dataset_samples_the_posterior():
+    """sample=True draws μ + σ ε with ε from the generator: reproducible, different per generator,
+    and its variance is Var(μ) + E[σ²] (law of total variance)."""
+    torch.manual_seed(0)
     ae = FirstStage(f=4, latent_ch=4, ch=8).eval()
-    x = _images(3)
-    assert ex.check_latent_shape(ex.latent_shape_solution)
-    assert not ex.check_latent_shape(lambda f, c, size=32: (c, size // f, size))
-    assert ex.check_cost_ratio(ex.pixel_to_latent_cost_ratio_solution)
-    assert ex.check_cost_ratio(lambda f: 784 / (32 / f) ** 2)
-    assert not ex.check_cost_ratio(lambda f: f * f)
-    assert ex.check_scale_factor(ex.scale_factor_solution)
-    assert not ex.check_scale_factor(lambda z: 1 / z.abs().mean().item())
-    assert ex.check_decode_scaled(ex.decode_scaled_solution, ae, x)
-    assert not ex.check_decode_scaled(lambda a, z, s: a.decode(z * s), ae, x)
-    assert not ex.check_decode_scaled(lambda a, z, s: (_ for _ in ()).throw(NotImplementedError()), ae, x)
-    out = capsys.readouterr().out
-    assert "✅" in out and "❌" in out and "Replace `raise NotImplementedError`" in out
+    x = _images(64)
+    a = encode_dataset(ae, x, batch_size=20, sample=True, generator=torch.Generator().manual_seed(1))
+    b = encode_dataset(ae, x, batch_size=64, sample=True, generator=torch.Generator().manual_seed(1))
+    c = encode_dataset(ae, x, sample=True, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    mu, logvar = ae.posterior(x)
+    torch.testing.assert_close(encode_dataset(ae, x), mu.detach())
+    eps = (a - mu.detach()) / (0.5 * logvar.detach()).exp()
+    assert abs(eps.mean().item()) < 4 / eps.numel() ** 0.5 and abs(eps.std().item() - 1) < 4 / (2 * eps.numel()) ** 0.5
+    vq = FirstStage(f=4, latent_ch=4, ch=8, reg="vq", codebook_size=8)
+    with pytest.raises(ValueError, match="KL first stage"):
+        encode_dataset(vq, x, sample=True)
+
+
+# ----------------------------------------------------------------------------- FID against time
+def _history(evals: dict, steps=100, seconds=50.0):
+    from ldm_edu.train import History
+    h = History(steps=[steps], loss=[0.1], seconds=seconds)
+    h.evals = {k: list(v) for k, v in evals.items()}
+    return h
+
+
+def test_eval_curve_uses_logged_seconds_or_spreads_them():
+    from ldm_edu.experiments.latent_diffusion import eval_curve
+    fid = [(50, 300.0), (100, 100.0)]
+    c = eval_curve(_history({"fid": fid, "fid_low": [(50, 280.0), (100, 90.0)], "fid_high": [(50, 330.0), (100, 120.0)],
+                             "seconds": [(50, 20.0), (100, 41.0)]}), offset=10.0)
+    assert c.seconds == [30.0, 51.0] and not c.estimated_seconds
+    assert c.low == [280.0, 90.0] and c.high == [330.0, 120.0] and c.value == [300.0, 100.0]
+    c = eval_curve(_history({"fid": fid}))
+    assert c.estimated_seconds and c.seconds == [25.0, 50.0] and c.low == c.value
+    with pytest.raises(ValueError, match="no 'fid' evaluations"):
+        eval_curve(_history({}))
+
+
+def test_time_to_quality_interpolates_the_first_crossing():
+    from ldm_edu.experiments.latent_diffusion import Curve, time_to_quality, value_at
+    c = Curve(steps=[1, 2, 3, 4], seconds=[10.0, 20.0, 30.0, 40.0], value=[400.0, 200.0, 100.0, 150.0],
+              low=[0.0] * 4, high=[0.0] * 4)
+    assert time_to_quality(c, 500.0) == 10.0
+    assert time_to_quality(c, 300.0) == 15.0                  # halfway between 400 and 200
+    assert time_to_quality(c, 150.0) == 25.0                  # the first crossing, not the last point
+    assert time_to_quality(c, 99.0) is None
+    assert value_at(c, 35.0) == 125.0 and value_at(c, 5.0) is None and value_at(c, 40.0) == 150.0
+
+
+def test_train_latent_ddpm_uses_lesson_04_recipe_and_logs_time():
+    from types import SimpleNamespace
+    from ldm_edu.experiments.latent_diffusion import train_latent_ddpm
+    d = SimpleNamespace(T=50, schedule="cosine", ch=8, ch_mult=(1, 2), num_res=1, attn=True, num_classes=10,
+                        patch=2, ema_decay=0.9, batch_size=8, lr=1e-3, warmup_steps=2, p_uncond=0.1,
+                        eval_method="ddpm", eval_steps=3, n_eval=12)
+    torch.manual_seed(0)
+    ae = FirstStage(f=4, latent_ch=4, ch=8)
+    z = torch.randn(40, 4, 8, 8)
+    ldm, hist = train_latent_ddpm(z, torch.arange(40) % 10, ae, 0.5, d, 4, eval_every=2,
+                                  progress=False, live_plot=False)
+    assert ldm.unet.patch == 1 and ldm.schedule.kind == "cosine" and ldm.scale_factor == 0.5
+    assert [s for s, _ in hist.evals["fid"]] == [2, 4]
+    secs = [v for _, v in hist.evals["seconds"]]
+    assert 0.0 < secs[0] < secs[1] and {"fid_low", "fid_high", "real_fid"} <= set(hist.evals)
 
 
 # ----------------------------------------------------------------------------- the f-study
-def test_training_flops_scale_with_latent_positions():
-    """Counted FLOPs of a UNet step fall with the number of latent positions and grow with batch."""
-    from ldm_edu.experiments.latent_diffusion import training_flops
-    fl = {}
-    for f, c in ((1, 1), (2, 2), (4, 4)):
-        torch.manual_seed(0)
-        unet = UNet(in_ch=c, ch=8, ch_mult=(1, 2), num_classes=10, image_size=32 // f)
-        fl[f] = training_flops(unet, (c, 32 // f, 32 // f), batch_size=4)
-    assert fl[1] > 3 * fl[2] > 9 * fl[4] > 0
-    torch.manual_seed(0)
-    unet = UNet(in_ch=4, ch=8, ch_mult=(1, 2), num_classes=10, image_size=8)
-    assert math.isclose(training_flops(unet, (4, 8, 8), 8), 2 * training_flops(unet, (4, 8, 8), 4), rel_tol=1e-9)
-
-
-def test_study_step_counts_equal_compute_and_caps():
+def test_study_step_counts_equal_compute():
     from ldm_edu.experiments.latent_diffusion import study_step_counts
-    assert study_step_counts([16.0, 4.0, 1.0], 10, budget="steps") == [10, 10, 10]
-    assert study_step_counts([16.0, 4.0, 1.0], 10) == [10, 40, 160]               # equal steps × FLOPs
-    assert study_step_counts([16.0, 4.0, 1.0], 10, max_steps=50) == [10, 40, 50]
-    with pytest.raises(ValueError, match="'steps'.*'flops'"):
-        study_step_counts([1.0], 10, budget="time")
+    assert study_step_counts([16.0, 4.0, 1.0], 160.0) == [10, 40, 160]
+    assert study_step_counts([3.0], 1.0) == [1]
+    with pytest.raises(ValueError, match="positive"):
+        study_step_counts([1.0, 0.0], 10.0)
 
 
-def test_compression_study_runs_and_reports_per_f():
+def test_compression_study_runs_and_reports_per_f_and_seed():
     from ldm_edu.experiments.latent_diffusion import compression_study
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
     y = torch.arange(64) % 10
-    res = compression_study(x, y, x[:16], (x[:50] + 1) / 2, fs=(2, 4), latent_chs=(2, 4), ae_ch=4, ae_steps=2,
-                            unet_ch=4, steps=2, evals=2, batch_size=8, n_fid=50, sample_steps=2, T=1000,
-                            max_steps=5, progress=False)
-    assert [r.f for r in res] == [2, 4] and res[0].latent_shape == (2, 16, 16)
-    assert res[0].steps == [1, 2] and res[1].steps[-1] == 5          # f=4 is cheaper: more steps, capped
-    assert all(len(r.fid) == len(r.steps) == len(r.seconds) == 2 and all(map(math.isfinite, r.fid)) for r in res)
-    assert res[1].gflops[-1] == pytest.approx(5 * res[1].flops_per_step / 1e9)
+    res = compression_study(x, y, x[:16], fs=(2, 4), latent_chs=(2, 4), ae_ch=4, ae_steps=2, unet_ch=4, gflop=0.05,
+                            evals=2, batch_size=8, n_fid=50, sample_steps=2, T=100, seeds=(0, 1), progress=False)
+    assert [(r.f, r.seed) for r in res] == [(2, 0), (2, 1), (4, 0), (4, 1)] and res[0].latent_shape == (2, 16, 16)
+    for r in res:
+        assert len(r.fid) == len(r.steps) == len(r.seconds) == len(r.fid_low) == 2 and all(map(math.isfinite, r.fid))
+        assert r.gflops[-1] == pytest.approx(0.05, rel=0.5)          # equal compute (up to rounding to steps)
+    assert res[2].steps[-1] > res[0].steps[-1]                      # f = 4 is cheaper: more steps
+    assert res[0].fid != res[1].fid                                 # the seeds differ
+    assert res[0].psnr == res[1].psnr                               # one first stage per f
     with pytest.raises(ValueError, match="f"):
-        compression_study(x, y, x, x, fs=(3,), latent_chs=(1,))
+        compression_study(x, y, x, fs=(3,), latent_chs=(1,))
+
+
+def _result(f, seed, fids, rfid=50.0, psnr=25.0, steps=(100, 200)):
+    from ldm_edu.experiments.latent_diffusion import StudyResult
+    return StudyResult(f=f, seed=seed, latent_shape=(4, 32 // f, 32 // f), psnr=psnr, rfid=rfid,
+                       flops_per_step=1e9 / f ** 2, steps=[s * f ** 2 for s in steps], fid=list(fids),
+                       fid_low=[v - 5 for v in fids], fid_high=[v + 5 for v in fids], seconds=[1.0, 2.0])
+
+
+def test_describe_study_follows_the_data():
+    from ldm_edu.experiments.latent_diffusion import describe_study, study_summary
+    f8_ahead = [_result(4, 0, (200, 120)), _result(4, 1, (210, 125)), _result(8, 0, (150, 90), rfid=70),
+                _result(8, 1, (155, 95), rfid=70)]
+    text = describe_study(f8_ahead)
+    assert "f = 8 (92) < f = 4 (122)" in text and "**f = 8 is still ahead of f = 4**" in text
+    assert "does **not** reach" in text and "+50 → +30" in text and "close to that floor" in text
+    f4_ahead = [_result(4, 0, (200, 60)), _result(4, 1, (210, 62)), _result(8, 0, (150, 90)), _result(8, 1, (155, 95))]
+    text = describe_study(f4_ahead)
+    assert "**f = 4 has passed f = 8**" in text and "ahead of f = 8 in every seed" in text
+    tied = [_result(4, 0, (200, 90)), _result(4, 1, (210, 100)), _result(8, 0, (150, 95)), _result(8, 1, (155, 92))]
+    text = describe_study(tied)
+    assert "not separated" in text and "cannot tell which is ahead" in text
+    assert [r["f"] for r in study_summary(f4_ahead)] == [4, 8]
+
+
+def test_workload_counts_every_part_of_lesson_06():
+    from ldm_edu.experiments.latent_diffusion import workload
+    rows = workload(get_preset("tiny", device="cpu"))
+    assert [r[0] for r in rows] == ["06"] * 4
+    assert all(r[2] >= 0 and r[3] >= 0 and r[5] >= 0 for r in rows) and rows[0][3] > 0 and rows[3][3] > 0

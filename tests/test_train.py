@@ -138,6 +138,31 @@ def test_train_step_is_the_loop_body(images):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+def test_eval_seconds_leave_the_evaluations_out(images, monkeypatch):
+    # a fake clock: a training step "takes" 1 s, an evaluation 10 s; nothing else moves it
+    import types
+    import ldm_edu.train as train_module
+    clock = {"now": 0.0}
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    model = Autoencoder(latent_dim=2, hidden=32)
+
+    def loss_fn(m, x):
+        clock["now"] += 1.0
+        return ae_loss(m, x)
+
+    def slow_eval(_):
+        clock["now"] += 10.0
+        return {"score": 1.0}
+    h = fit(model, loss_fn, TensorBatches(images, batch_size=32), 10, eval_fn=slow_eval, eval_every=5,
+            progress=False)
+    assert h.evals["seconds"] == [(5, 5.0), (10, 10.0)] and h.seconds == 30.0   # the total includes evals
+    # a second fit() on the same history keeps counting training time (evaluations still left out)
+    h = fit(model, loss_fn, TensorBatches(images, batch_size=32), 5, history=h, eval_fn=slow_eval,
+            eval_every=5, progress=False)
+    assert h.evals["seconds"][-1] == (15, 15.0) and h.seconds == 45.0 and h.eval_seconds == 30.0
+    assert History.from_dict(h.to_dict()).eval_seconds == 30.0
+
+
 def test_metrics_and_eval_are_logged(images):
     model = Autoencoder(latent_dim=2, hidden=32)
     loss_fn = lambda m, x: (ae_loss(m, x), {"double": 2 * ae_loss(m, x)})
