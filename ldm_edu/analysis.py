@@ -1,12 +1,21 @@
 """Measurement helpers the lessons use to look at latent spaces and estimators: PCA baselines,
-linear probes, holes in a latent space, latent grids and interpolation (lesson 01); VAE evaluation,
+linear probes, latent grids and interpolation, holes in a latent space and what a sampler's
+decoded codes look like to a classifier (lesson 01, reused by lesson 02); VAE evaluation,
 importance-weighted bounds, KL per dimension and gradient-estimator variance (lesson 02).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .autoencoders import VAE
+from .autoencoders import VAE, decode_all, reparameterize
+from .losses import gaussian_kl
+
+# A latent dimension whose KL(q(z_j|x) ‖ N(0, 1)), averaged over x, is below this many nats carries
+# (almost) no information about x: it is *inactive* (collapsed onto the prior). 0.01 nats is far
+# below what an informative dimension costs (≈ 1 nat or more) and far above float noise.
+ACTIVE_KL = 0.01
 
 
 def fit_pca(x_train: torch.Tensor, k: int, seed: int = 0, max_fit: int | None = 10000):
@@ -44,18 +53,59 @@ def pca_codes(pca, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
     return z[:, :k] if k else z
 
 
-def hole_fraction(z_codes: torch.Tensor, z_samples: torch.Tensor, k: int = 5, q: float = 0.95) -> float:
-    """How often a random code falls into a *hole* of the latent space, where the decoder never
-    saw data: the fraction of ``z_samples`` whose distance to their k-th nearest real code exceeds
-    the q-quantile of the same distance for held-out real codes. Real codes score ≈ 1 − q by
-    construction; a sampler matched to the codes should score about the same."""
+def hole_mask(z_codes: torch.Tensor, z_samples: torch.Tensor, k: int = 5, q: float = 0.95) -> torch.Tensor:
+    """Which of ``z_samples`` fall into a *hole* of the latent space, where the decoder never saw
+    data: those whose distance to their k-th nearest real code exceeds the q-quantile of the same
+    distance for held-out real codes (half of ``z_codes`` is the reference, the other half held
+    out). Held-out real codes are flagged with probability ≈ 1 − q by construction. (N,) bool."""
     zc, zs = z_codes.detach().float().cpu(), z_samples.detach().float().cpu()
     if zc.dim() != 2 or zs.dim() != 2 or zc.shape[1] != zs.shape[1]:
         raise ValueError(f"codes and samples must be (N, d) with the same d, got {tuple(zc.shape)}, {tuple(zs.shape)}")
+    if len(zc) < 2 * (k + 1):
+        raise ValueError(f"need at least {2 * (k + 1)} codes for k = {k}, got {len(zc)}")
     ref, held = zc[0::2], zc[1::2]
     kth = lambda a: torch.cdist(a, ref).topk(k, dim=1, largest=False).values[:, -1]
-    threshold = kth(held).quantile(q)
-    return float((kth(zs) > threshold).float().mean())
+    return kth(zs) > kth(held).quantile(q)
+
+
+def hole_fraction(z_codes: torch.Tensor, z_samples: torch.Tensor, k: int = 5, q: float = 0.95) -> float:
+    """The fraction of ``z_samples`` in a hole of ``z_codes`` (``hole_mask``). A sampler matched to
+    the codes scores ≈ 1 − q; a sampler that misses the holes but piles up in one dense region
+    also scores low, so read it beside ``class_coverage``."""
+    return float(hole_mask(z_codes, z_samples, k, q).float().mean())
+
+
+def gaussian_fit_samples(z_codes: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n samples of N(m, Σ), the Gaussian fitted to the codes (mean m, covariance Σ): z = m + ε Lᵀ
+    with Σ = L Lᵀ (Cholesky) and ε ~ N(0, I). The fairest Gaussian sampler for an AE's codes."""
+    zc = z_codes.detach().float().cpu()
+    if zc.dim() != 2 or len(zc) <= zc.shape[1]:
+        raise ValueError(f"z_codes must be (N, d) with N > d, got {tuple(zc.shape)}")
+    m, chol = zc.mean(0), torch.linalg.cholesky(torch.cov(zc.T).reshape(zc.shape[1], zc.shape[1]))
+    return m + torch.randn(n, zc.shape[1], generator=generator) @ chol.T
+
+
+def class_coverage(images: torch.Tensor, device=None) -> dict:
+    """What the shipped MNIST classifier sees in a set of images in [0, 1]: the class histogram
+    ``hist`` (10,), its entropy H in nats, the *effective number of classes* exp(H) (10: all digits
+    equally often; 1: a single digit) and the share of the most frequent class ``top_share``."""
+    from .metrics import class_histogram
+
+    hist = class_histogram(images, device)
+    p = hist[hist > 0]                                  # 0 · log 0 = 0
+    entropy = float(-(p * p.log()).sum())
+    return {"hist": hist, "entropy": entropy, "effective_classes": math.exp(entropy),
+            "top_share": float(hist.max())}
+
+
+@torch.no_grad()
+def sampler_report(model, z_codes: torch.Tensor, z_samples: torch.Tensor) -> dict:
+    """The measures lessons 01 and 02 apply to any way of drawing codes for a decoder ``model``
+    (Autoencoder or VAE): ``holes`` (``hole_fraction`` of ``z_samples`` against the real codes
+    ``z_codes``) and the ``class_coverage`` of the decoded samples; ``images`` are the decodings."""
+    device = next(model.parameters()).device
+    images = decode_all(model, z_samples.to(device)).cpu()
+    return {"holes": hole_fraction(z_codes, z_samples), "images": images, **class_coverage(images)}
 
 
 def linear_probe(z_train, y_train, z_test, y_test, max_iter: int = 500) -> float:
@@ -107,54 +157,47 @@ def latent_bounds(z: torch.Tensor, q: float = 0.005, pad: float = 0.1) -> tuple:
     return ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
 
 
+def _generator(seed: int | None) -> torch.Generator | None:
+    return torch.Generator().manual_seed(seed) if seed is not None else None
+
+
 @torch.no_grad()
 def evaluate_vae(model: VAE, x: torch.Tensor, batch_size: int = 1000, seed: int | None = 0) -> dict:
     """Single-sample −ELBO (β = 1) on ``x`` in nats per image, with its recon and KL parts.
 
-    ``seed`` fixes the posterior samples so two calls agree. Binarise ``x`` beforehand (with a
+    ``seed`` fixes the posterior samples ε so two calls agree. Binarise ``x`` beforehand (with a
     fixed generator) to compare with the literature's dynamically binarised MNIST numbers."""
     model.eval()
-    state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
+    gen = _generator(seed)
     parts = {"neg_elbo": [], "recon": [], "kl": []}
-    try:
-        for i in range(0, len(x), batch_size):
-            out = model(x[i:i + batch_size])
-            for k in parts:
-                parts[k].append(out[k])
-    finally:
-        if seed is not None:
-            torch.random.set_rng_state(state)
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size], generator=gen)
+        for k in parts:
+            parts[k].append(out[k])
     return {k: float(torch.cat(v).mean()) for k, v in parts.items()}
 
 
 @torch.no_grad()
 def iw_log_likelihood(model: VAE, x: torch.Tensor, k: int = 100, batch_size: int | None = None,
                       seed: int | None = 0) -> torch.Tensor:
-    """``VAE.log_likelihood_iw`` over many images in batches; returns log p(x) estimates (N,)."""
+    """``VAE.log_likelihood_iw`` (the bound L_k) over many images in batches: (N,) in nats."""
     model.eval()
     batch_size = batch_size or max(1, 20000 // k)
-    state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        return torch.cat([model.log_likelihood_iw(x[i:i + batch_size], k) for i in range(0, len(x), batch_size)])
-    finally:
-        if seed is not None:
-            torch.random.set_rng_state(state)
+    gen = _generator(seed)
+    return torch.cat([model.log_likelihood_iw(x[i:i + batch_size], k, gen) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
 def kl_per_dim(model: VAE, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Average KL(q(z_j|x) ‖ N(0, 1)) of each latent dimension j over ``x`` (eq. 19 per term).
+    """Average KL(q(z_j|x) ‖ N(0, 1)) of each latent dimension j over ``x`` (eq. 19, term by term).
 
-    A dimension with KL ≈ 0 carries no information about x: it has *collapsed* onto the prior."""
+    A dimension with KL ≈ 0 (below ``ACTIVE_KL``) carries no information about x: it has
+    *collapsed* onto the prior."""
     model.eval()
     total = torch.zeros(model.latent_dim, device=x.device)
     for i in range(0, len(x), batch_size):
         mu, logvar = model.encode(x[i:i + batch_size])
-        total += (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum(0)
+        total += gaussian_kl(mu.T, logvar.T)          # rows = latent dims: eq. 19 summed over the batch
     return total / len(x)
 
 
@@ -173,19 +216,21 @@ def gradient_estimates(f, mu: torch.Tensor, logvar: torch.Tensor, n: int, estima
         raise ValueError(f"estimator must be 'reparam' or 'score', got {estimator!r}")
     if mu.dim() != 1 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must be 1-D of the same length, got {tuple(mu.shape)}, {tuple(logvar.shape)}")
-    eps = torch.randn(n, mu.numel(), generator=generator).to(mu.device)
     mu_n = mu.detach().expand(n, -1).clone().requires_grad_(True)    # one copy of μ per sample
-    sigma = (0.5 * logvar.detach()).exp()
+    logvar_n = logvar.detach().expand(n, -1)
     with torch.enable_grad():
         if estimator == "reparam":
-            z = mu_n + sigma * eps
-            f(z).sum().backward()
+            # z = μ + σ ⊙ ε keeps its path to μ: differentiate f(z) itself
+            f(reparameterize(mu_n, logvar_n, generator)).sum().backward()
         else:
-            z = (mu.detach() + sigma * eps)                        # a sample: no path back to μ
+            # 1. a sample with no path back to μ (the same ε as the reparametrised estimator)
+            z = reparameterize(mu_n.detach(), logvar_n, generator)
+            # 2. f(z) is only evaluated, never differentiated (minus a baseline, if asked)
             with torch.no_grad():
                 fz = f(z)
                 if baseline:
                     fz = fz - fz.mean()
-            log_q = torch.distributions.Normal(mu_n, sigma).log_prob(z).sum(1)
-            (fz * log_q).sum().backward()                          # ∇_μ of the surrogate f(z)·log q(z)
+            # 3. ∇_μ of the surrogate f(z) · log q(z): f(z) ∇_μ log q(z) = f(z) (z − μ) / σ²
+            log_q = torch.distributions.Normal(mu_n, (0.5 * logvar_n).exp()).log_prob(z).sum(1)
+            (fz * log_q).sum().backward()
     return mu_n.grad.detach()

@@ -160,7 +160,7 @@ def latent_point_figure(z, labels, point, image, extent=None, title: str | None 
 
 
 def beta_figure(snapshots: dict, beta: float):
-    """One β of a β sweep (``autoencoders.train_beta_sweep``): latent scatter, prior samples,
+    """One β of a β sweep (``experiments.sweeps.train_beta_sweep``): latent scatter, prior samples,
     the reconstruction/KL trade-off of all βs with this one marked, and the KL per latent dim."""
     snap = snapshots[beta]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.5), gridspec_kw={"width_ratios": [1.25, 1, 1, 0.7]})
@@ -180,13 +180,15 @@ def beta_figure(snapshots: dict, beta: float):
     axes[2].set_xlabel("KL(q(z|x) ‖ p(z))  [nats]"), axes[2].set_ylabel("reconstruction −log p(x|z)  [nats]")
     axes[2].set_title(f"trade-off; −ELBO(β=1) = {snap['neg_elbo']:.1f}", fontsize=10)
     axes[2].grid(alpha=0.3)
+    from .analysis import ACTIVE_KL
+
     kd = snap["kl_per_dim"].numpy() if torch.is_tensor(snap["kl_per_dim"]) else np.asarray(snap["kl_per_dim"])
-    axes[3].bar([f"z{j + 1}" for j in range(len(kd))], kd, color=["C3" if v < 0.05 else "C0" for v in kd])
+    axes[3].bar([f"z{j + 1}" for j in range(len(kd))], kd, color=["C3" if v < ACTIVE_KL else "C0" for v in kd])
     for j, v in enumerate(kd):       # label every bar: a collapsed one has no height to see
-        axes[3].annotate(f"{v:.2f}" + ("\ncollapsed" if v < 0.05 else ""), (j, float(v)), ha="center",
-                         va="bottom", fontsize=8, color="C3" if v < 0.05 else "black",
+        axes[3].annotate(f"{v:.3f}" + ("\ncollapsed" if v < ACTIVE_KL else ""), (j, float(v)), ha="center",
+                         va="bottom", fontsize=8, color="C3" if v < ACTIVE_KL else "black",
                          textcoords="offset points", xytext=(0, 2))
-    axes[3].set_title("KL per dim (red: collapsed)", fontsize=10)
+    axes[3].set_title(f"KL per dim (red: < {ACTIVE_KL:g} nats, collapsed)", fontsize=10)
     axes[3].set_ylim(0, max(0.5, float(kd.max()) * 1.15))
     fig.tight_layout()
     return _finish(fig)
@@ -273,5 +275,154 @@ def codebook_pca_figure(codebook, counts=None, z=None, title: str = "codebook pr
             ax.scatter(ep[~alive, 0], ep[~alive, 1], s=12, marker="x", color="C3", label=f"dead codes ({(~alive).sum()})")
     ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best", markerscale=2)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+# ----------------------------------------------------------------------------- lessons 01–02 (appended)
+def class_histogram_figure(reports: dict, title: str = "what the classifier sees in decoded samples"):
+    """Grouped bars: the share of each digit 0–9 among several image sets, as labelled by the shipped
+    classifier. ``reports``: name → a ``analysis.class_coverage`` / ``sampler_report`` dict (``hist``,
+    ``effective_classes``) or a (10,) histogram. The legend gives each set's effective number of classes."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    n = len(reports)
+    width = 0.8 / max(1, n)
+    for i, (name, rep) in enumerate(reports.items()):
+        hist = rep["hist"] if isinstance(rep, dict) else rep
+        hist = hist.detach().cpu().numpy() if torch.is_tensor(hist) else np.asarray(hist, float)
+        label = name if not isinstance(rep, dict) else f"{name}: {rep['effective_classes']:.1f} effective classes"
+        ax.bar(np.arange(10) + (i - (n - 1) / 2) * width, hist, width=width, label=label, color=f"C{i}")
+    ax.axhline(0.1, color="gray", lw=0.8, ls="--", label="all digits equally often (0.1)")
+    ax.set_xticks(range(10))
+    ax.set_xlabel("digit (classifier's label)"), ax.set_ylabel("share of images")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return _finish(fig)
+
+
+# ----------------------------------------------------------------------------- lesson 06 (appended)
+def quality_curves_figure(curves: dict, x: str = "seconds", shade: dict | None = None, hlines: dict | None = None,
+                          title: str | None = None, xlabel: str | None = None, ax=None):
+    """FID (log scale) with its interval band along training, several runs on one axis.
+
+    ``curves``: name → an object with ``steps``, ``seconds``, ``value``, ``low``, ``high`` (an
+    ``experiments.latent_diffusion.Curve``); ``x``: "seconds" or "steps". ``shade``: label → (x0, x1)
+    spans drawn behind (e.g. the first stage's training time); ``hlines``: label → (y, low, high) or
+    y, horizontal references (e.g. real-vs-real FID with its interval, a first stage's rFID)."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    for i, (label, (x0, x1)) in enumerate((shade or {}).items()):
+        ax.axvspan(x0, x1, color=f"C{i + 1}", alpha=0.12, label=label)
+    for i, (name, c) in enumerate(curves.items()):
+        xs = np.asarray(c.seconds if x == "seconds" else c.steps, float)
+        v, lo, hi = (np.asarray(a, float) for a in (c.value, c.low, c.high))
+        ax.fill_between(xs, np.minimum(lo, v), np.maximum(hi, v), color=f"C{i}", alpha=0.2, lw=0)
+        ax.plot(xs, v, marker="o", ms=3.5, color=f"C{i}", label=name)
+    for j, (label, ref) in enumerate((hlines or {}).items()):
+        y, lo, hi = ref if isinstance(ref, (tuple, list)) else (ref, ref, ref)
+        ax.axhline(y, color="gray" if j == 0 else f"C{5 + j}", ls="--" if j == 0 else ":", lw=1, label=label)
+        if hi > lo:
+            ax.axhspan(lo, hi, color="gray", alpha=0.1, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel or ("training wall-clock seconds" if x == "seconds" else "training step"))
+    ax.set_ylabel("FID-MNIST (95 % bootstrap band)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if own:
+        ax.figure.tight_layout()
+    return _finish(ax.figure) if own else ax.figure
+
+
+def log_snr_figure(log_snrs: dict, timesteps: dict | None = None, title: str | None = None):
+    """log SNR(t) of several data scales on one axis, the SNR = 1 level, and where each crosses it.
+
+    ``log_snrs``: label → (T,) tensor of log SNR over the 0-based timesteps; ``timesteps``: label → the
+    sampler's timesteps, drawn as ticks on the matching curve."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    for i, (label, ls) in enumerate(log_snrs.items()):
+        ls = ls.detach().double().cpu().numpy() if torch.is_tensor(ls) else np.asarray(ls, float)
+        t = np.arange(len(ls))
+        ax.plot(t, ls, color=f"C{i}", label=label)
+        cross = int(np.argmax(ls < 0)) if (ls < 0).any() else None
+        if cross is not None:
+            ax.axvline(cross, color=f"C{i}", ls=":", lw=1)
+            ax.annotate(f"SNR = 1 at t = {cross}", (cross, 0), textcoords="offset points",
+                        xytext=(4, 6 + 12 * (i // 2)) if i % 2 else (4, -14 - 12 * (i // 2)), fontsize=8, color=f"C{i}")
+        if timesteps and label in timesteps:
+            ts = np.asarray(timesteps[label], int)
+            ax.plot(ts, ls[ts], "|", color=f"C{i}", ms=9)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xlabel("timestep t (0-based; ticks: the sampler's steps)")
+    ax.set_ylabel("log SNR(t) = log σ² ᾱ_t / (1 − ᾱ_t)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def compression_study_figure(results: list, title: str | None = None):
+    """The f-study (``experiments.latent_diffusion.compression_study``): left, each first stage's PSNR
+    and rFID; right, FID against stage-2 compute per f — every seed (thin) and their mean (thick),
+    each f's rFID as a dashed line of the same colour (the floor its samples cannot get under)."""
+    fs = sorted({r.f for r in results})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2]})
+    first = {r.f: r for r in results}
+    ax = axes[0]
+    ax.bar([f"f={f}" for f in fs], [first[f].psnr for f in fs], color="C2")
+    ax.set_ylabel("first-stage PSNR (dB)", color="C2")
+    ax2 = ax.twinx()
+    ax2.plot([f"f={f}" for f in fs], [first[f].rfid for f in fs], "s--", color="C3")
+    ax2.set_ylabel("rFID (reconstructions)", color="C3")
+    ax.set_title("first stage", fontsize=10)
+    ax = axes[1]
+    for i, f in enumerate(fs):
+        runs = [r for r in results if r.f == f]
+        for r in runs:
+            ax.plot(r.gflops, r.fid, color=f"C{i}", alpha=0.35, lw=1)
+            ax.fill_between(r.gflops, np.minimum(r.fid_low, r.fid), np.maximum(r.fid_high, r.fid),
+                            color=f"C{i}", alpha=0.08, lw=0)
+        mean = np.mean([r.fid for r in runs], axis=0)
+        ax.plot(runs[0].gflops, mean, "o-", color=f"C{i}", lw=2,
+                label=f"LDM-{f} ({'×'.join(map(str, runs[0].latent_shape))}), {runs[0].steps[-1]:,} steps")
+        ax.axhline(runs[0].rfid, color=f"C{i}", ls="--", lw=1)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel("stage-2 training compute (GFLOP, equal for every f at the end)")
+    ax.set_ylabel("FID-MNIST")
+    ax.set_title(title or "second stage: FID vs compute (thin: seeds; dashed: rFID floor)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+# ----------------------------------------------------------------------------- lesson 03: VQ training curves
+def vq_training_figure(histories: dict, window: int = 10):
+    """Training curves of several VQ-VAE runs on shared axes, one colour per run: the loss (eq. 25
+    per image / C·H·W), the reconstruction MSE per pixel and the codebook perplexity per batch.
+
+    ``histories``: name → History whose metrics hold "recon" and "perplexity" (``vqvae_loss``).
+    Faint lines are the logged values, solid lines a moving average over ``window`` points."""
+    panels = [("loss", "loss (eq. 25 per image / 784)", True), ("recon", "reconstruction MSE per pixel", True),
+              ("perplexity", "perplexity per batch", False)]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for i, (name, h) in enumerate(histories.items()):
+        for ax, (key, label, logy) in zip(axes, panels):
+            y = np.asarray(h.loss if key == "loss" else h.metrics[key], float)
+            ax.plot(h.steps, y, color=f"C{i}", alpha=0.2, lw=0.8)
+            ax.plot(h.steps, h.smoothed(key, window), color=f"C{i}", lw=1.6, label=name)
+            ax.set_ylabel(label, fontsize=9)
+            if logy:
+                ax.set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3, which="both")
+    axes[2].legend(fontsize=8)
     fig.tight_layout()
     return _finish(fig)

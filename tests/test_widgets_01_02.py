@@ -62,3 +62,16 @@ def test_beta_explorer_rerenders_on_slider_move(tiny_sweep):
     slider.value = 0.5 if slider.value != 0.5 else 4.0
     assert box.state["renders"] == 2 and box.state["last_error"] is None
     assert len(box.render(beta=0.5).axes) >= 4
+
+
+def test_class_histogram_figure_draws_one_bar_group_per_set():
+    from ldm_edu.viz import class_histogram_figure
+    flat = torch.full((10,), 0.1, dtype=torch.float64)
+    peaked = torch.zeros(10, dtype=torch.float64)
+    peaked[8] = 1.0
+    fig = class_histogram_figure({"uniform": {"hist": flat, "effective_classes": 10.0}, "one digit": peaked})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 20                                  # 10 bars per set
+    assert max(p.get_height() for p in ax.patches) == pytest.approx(1.0)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("10.0 effective classes" in t for t in labels) and "one digit" in labels

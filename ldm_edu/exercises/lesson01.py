@@ -9,29 +9,56 @@ import torch
 
 from . import guarded
 
-__all__ = ["solution_mse_per_image", "check_mse_per_image", "solution_pca_reconstruct",
+__all__ = ["solution_fitted_gaussian", "check_fitted_gaussian", "solution_pca_reconstruct",
            "check_pca_reconstruct", "solution_interpolate", "check_interpolate"]
 
 
-# ----------------------------------------------------------------------------- 1. the AE loss
-def solution_mse_per_image(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """‖x − x̂‖² per image, summed over all pixels: shape (B,)."""
-    return (x - x_hat).pow(2).flatten(1).sum(1)
+# ----------------------------------------------------------------------------- 1. a Gaussian fitted to the codes
+def solution_fitted_gaussian(z: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n samples of N(m, Σ), with m and Σ the mean and covariance of the codes z (N, d):
+    z' = m + ε Lᵀ, Σ = L Lᵀ (Cholesky), ε ~ N(0, I) drawn with ``generator``."""
+    m, cov = z.mean(0), torch.cov(z.T)
+    chol = torch.linalg.cholesky(cov)
+    eps = torch.randn(n, z.shape[1], generator=generator)
+    return m + eps @ chol.T
 
 
-def check_mse_per_image(fn) -> bool:
+def check_fitted_gaussian(fn) -> bool:
     def check():
         g = torch.Generator().manual_seed(1)
-        x, x_hat = torch.rand(5, 1, 28, 28, generator=g), torch.rand(5, 1, 28, 28, generator=g)
-        got = torch.as_tensor(fn(x, x_hat))
-        want = solution_mse_per_image(x, x_hat)
-        if got.shape != want.shape:
-            return False, (f"expected one number per image, shape {tuple(want.shape)}, got {tuple(got.shape)}: "
-                           "sum over pixels (flatten(1).sum(1)), do not average over the batch")
-        if torch.allclose(got, want / 784, rtol=1e-4):
-            return False, "you averaged over pixels; the loss here sums over the 784 pixels"
-        return torch.allclose(got, want, rtol=1e-4), "compute (x − x̂)² and sum over everything but the batch"
-    return guarded("mse_per_image", check)
+        true_cov = torch.tensor([[4.0, 1.8], [1.8, 1.0]])             # correlated, one long axis
+        codes = torch.tensor([3.0, -1.0]) + torch.randn(4000, 2, generator=g) @ torch.linalg.cholesky(true_cov).T
+        m, cov = codes.mean(0), torch.cov(codes.T)                     # what the samples must match
+        n = 20000
+        got = fn(codes.clone(), n, torch.Generator().manual_seed(0))
+        if not torch.is_tensor(got) or got.shape != (n, 2):
+            return False, f"return n codes, a tensor of shape ({n}, 2), got {getattr(got, 'shape', type(got).__name__)}"
+        again = fn(codes.clone(), n, torch.Generator().manual_seed(0))
+        other = fn(codes.clone(), n, torch.Generator().manual_seed(1))
+        if not torch.equal(got, again) or torch.equal(got, other):
+            return False, "draw ε with the generator you are given: torch.randn(n, d, generator=generator)"
+        # sampling error of a mean / covariance entry from n draws: tolerance = 5 standard errors
+        se_mean = (cov.diagonal() / n).sqrt()
+        se_cov = ((cov.diagonal()[:, None] * cov.diagonal()[None] + cov ** 2) / n).sqrt()
+        mean_s, cov_s = got.mean(0), torch.cov(got.T)
+        if not ((mean_s - m).abs() < 5 * se_mean).all():
+            if (mean_s.abs() < 5 * se_mean).all():
+                return False, "your samples are centred on 0: add the mean m of the codes"
+            return False, f"the mean of your samples is {mean_s.numpy().round(2)}, the codes' mean is {m.numpy().round(2)}"
+        if ((cov_s - cov).abs() < 5 * se_cov).all():
+            return True, ""
+        chol = torch.linalg.cholesky(cov)
+        near = lambda c: bool(((cov_s - c).abs() < 5 * se_cov + 0.02 * c.abs()).all())
+        if abs(float(cov_s[0, 1])) < 5 * float(se_cov[0, 1]):
+            return False, ("your samples are uncorrelated, the codes are not: use the full covariance "
+                           "(its Cholesky factor L), not one standard deviation per dimension")
+        if near(cov @ cov):
+            return False, "multiply ε by a square root of Σ (L = torch.linalg.cholesky(Σ)), not by Σ itself"
+        if near(chol.T @ chol):
+            return False, "for codes stored as rows use z = m + ε Lᵀ (eps @ L.T), not ε L"
+        return False, (f"the covariance of your samples is {cov_s.numpy().round(2).tolist()}, the codes' is "
+                       f"{cov.numpy().round(2).tolist()}: z = m + ε Lᵀ with Σ = L Lᵀ")
+    return guarded("fitted_gaussian", check)
 
 
 # ----------------------------------------------------------------------------- 2. PCA as a linear AE

@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import guarded
 
-__all__ = ["solution_kl_closed_form", "check_kl_closed_form", "solution_reparameterize",
-           "check_reparameterize", "solution_negative_elbo", "check_negative_elbo",
+__all__ = ["solution_kl_closed_form", "check_kl_closed_form", "solution_score_function",
+           "check_score_function", "solution_gaussian_negative_elbo", "check_gaussian_negative_elbo",
            "solution_iw_bound", "check_iw_bound"]
 
 
@@ -41,66 +40,78 @@ def check_kl_closed_form(fn) -> bool:
     return guarded("kl_closed_form", check)
 
 
-# ----------------------------------------------------------------------------- 2. reparametrisation
-def solution_reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """z = μ + σ ⊙ ε with σ = exp(½ logvar): z is a differentiable function of μ and logvar."""
-    return mu + (0.5 * logvar).exp() * eps
+# ----------------------------------------------------------------------------- 2. score-function gradient
+def solution_score_function(f, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Single-sample score-function (REINFORCE) estimates of ∇_μ E_{z~N(μ, σ²)}[f(z)], one row per ε:
+    f(z) ∇_μ log q(z) = f(z) (z − μ) / σ², with z = μ + σ ε. Only values of f are used, no gradient."""
+    sigma = (0.5 * logvar).exp()
+    z = mu + sigma * eps                                   # (n, d)
+    return f(z)[:, None] * (z - mu) / sigma**2
 
 
-def check_reparameterize(fn) -> bool:
+def check_score_function(fn) -> bool:
     def check():
         g = torch.Generator().manual_seed(5)
-        mu = torch.randn(4, 2, generator=g).requires_grad_(True)
-        logvar = torch.randn(4, 2, generator=g).requires_grad_(True)
-        eps = torch.randn(4, 2, generator=g)
-        z = fn(mu, logvar, eps)
-        if not torch.is_tensor(z) or z.shape != mu.shape:
-            return False, f"return a tensor z with the shape of mu {tuple(mu.shape)}"
-        want = solution_reparameterize(mu, logvar, eps)
-        if torch.allclose(z, mu + logvar.exp() * eps, atol=1e-5):
-            return False, "logvar is log σ², so σ = exp(½ logvar), not exp(logvar)"
-        if torch.allclose(z, mu + logvar * eps, atol=1e-5):
-            return False, "logvar is log σ²: σ = exp(½ logvar)"
-        if not torch.allclose(z, want, atol=1e-5):
-            return False, "use the ε you are given: z = mu + exp(0.5 * logvar) * eps"
-        if not z.requires_grad:
-            return False, "z does not depend on mu/logvar in the autograd graph: no detach, no torch.no_grad"
-        z.sum().backward()
-        ok = (mu.grad is not None and logvar.grad is not None
-              and torch.allclose(mu.grad, torch.ones_like(mu))
-              and torch.allclose(logvar.grad, 0.5 * (0.5 * logvar.detach()).exp() * eps, atol=1e-5))
-        return ok, "gradients must flow to both mu and logvar (∂z/∂μ = 1, ∂z/∂logvar = ½ σ ε)"
-    return guarded("reparameterize", check)
+        c = torch.tensor([1.0, -2.0, 0.5])
+        f = lambda z: -(z - c).pow(2).sum(1)                  # ∇_μ E[f] = −2 (μ − c)
+        mu, logvar = torch.tensor([0.3, 0.1, -0.4]), torch.tensor([0.8, -0.6, 1.2])   # σ ≠ 1 on purpose
+        eps = torch.randn(64, 3, generator=g)
+        got = fn(f, mu.clone(), logvar.clone(), eps.clone())
+        want = solution_score_function(f, mu, logvar, eps)
+        if not torch.is_tensor(got) or got.shape != want.shape:
+            return False, (f"one estimate per sample: shape {tuple(want.shape)}, got "
+                           f"{getattr(got, 'shape', type(got).__name__)} (do not average over the samples)")
+        got = got.detach()
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+            return True, ""
+        sigma = (0.5 * logvar).exp()
+        z = mu + sigma * eps
+        fz = f(z)[:, None]
+        if torch.allclose(got, -2 * (z - c), rtol=1e-4, atol=1e-4):
+            return False, "that is the reparametrised estimator ∇f(z); the score function uses only f(z)·∇_μ log q(z)"
+        for wrong, hint in ((fz * eps, "∇_μ log q(z) = (z − μ)/σ² = ε/σ: you forgot to divide by σ"),
+                            (fz * (z - mu), "∇_μ log q(z) = (z − μ)/σ²: divide by σ² = exp(logvar)"),
+                            (fz * eps / sigma**2, "(z − μ)/σ² with z − μ = σ ε is ε/σ, not ε/σ²")):
+            if torch.allclose(got, wrong, rtol=1e-4, atol=1e-4):
+                return False, hint
+        return False, "estimate = f(z) · (z − μ) / σ² with z = μ + σ ε and σ = exp(½ logvar)"
+    return guarded("score_function", check)
 
 
-# ----------------------------------------------------------------------------- 3. −ELBO in nats
-def solution_negative_elbo(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor,
-                           logvar: torch.Tensor) -> torch.Tensor:
-    """Per-image −ELBO with a Bernoulli decoder (eq. 15): BCE summed over pixels + KL (eq. 19)."""
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-    return recon + kl
+# ----------------------------------------------------------------------------- 3. −ELBO with a Gaussian decoder
+def solution_gaussian_negative_elbo(x: torch.Tensor, x_mean: torch.Tensor, mu: torch.Tensor,
+                                    logvar: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per-image −ELBO with a Gaussian decoder N(x̂, σ² I) (eq. 14–15, 19), one sample of z:
+    ‖x − x̂‖² / 2σ² + (D/2) log 2πσ² + KL, D = number of pixels."""
+    d = x[0].numel()
+    recon = (x - x_mean).pow(2).flatten(1).sum(1) / (2 * sigma**2) + 0.5 * d * math.log(2 * math.pi * sigma**2)
+    return recon + 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
 
 
-def check_negative_elbo(fn) -> bool:
+def check_gaussian_negative_elbo(fn) -> bool:
     def check():
         g = torch.Generator().manual_seed(6)
-        x = torch.bernoulli(torch.full((3, 1, 28, 28), 0.3), generator=g)
-        logits = torch.randn(3, 1, 28, 28, generator=g)
+        x, x_mean = torch.rand(3, 1, 28, 28, generator=g), torch.rand(3, 1, 28, 28, generator=g)
         mu, logvar = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g) * 0.3
-        got = torch.as_tensor(fn(x, logits, mu, logvar))
-        want = solution_negative_elbo(x, logits, mu, logvar)
+        sigma = 0.3
+        got = torch.as_tensor(fn(x, x_mean, mu, logvar, sigma))
+        want = solution_gaussian_negative_elbo(x, x_mean, mu, logvar, sigma)
         if got.shape != want.shape:
             return False, f"one number per image, shape {tuple(want.shape)}, got {tuple(got.shape)}"
-        recon = want - solution_negative_elbo(torch.zeros_like(x), torch.full_like(logits, -1e4), mu, logvar)
-        if torch.allclose(got, recon, rtol=1e-4):
-            return False, "you have the reconstruction term only: add the KL (eq. 19)"
-        if torch.allclose(got * 784, want, rtol=1e-3) or torch.allclose(got, want / 784, rtol=1e-2):
-            return False, "sum the cross-entropy over pixels (nats per image), do not average"
-        ok = torch.allclose(got, want, rtol=1e-4, atol=1e-3)
-        return ok, ("−ELBO = Σ_pixels BCE(logits, x) + KL: "
-                    "F.binary_cross_entropy_with_logits(logits, x, reduction='none').flatten(1).sum(1) + KL")
-    return guarded("negative_elbo", check)
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-3):
+            return True, ""
+        sq = (x - x_mean).pow(2).flatten(1).sum(1)
+        const = 0.5 * 784 * math.log(2 * math.pi * sigma**2)
+        kl = want - sq / (2 * sigma**2) - const
+        for wrong, hint in ((sq / (2 * sigma**2) + kl, "add the normalising constant (D/2) log 2πσ² (D = 784): "
+                             "without it the number is not a −log density in nats"),
+                            (sq / (2 * sigma**2) + const, "you have the reconstruction term only: add the KL (eq. 19)"),
+                            (sq / (2 * sigma) + const + kl, "divide the squared error by 2σ², not 2σ"),
+                            (sq / 784 / (2 * sigma**2) + const + kl, "sum the squared error over the pixels, do not average")):
+            if torch.allclose(got, wrong, rtol=1e-4, atol=1e-3):
+                return False, hint
+        return False, "−ELBO = ‖x − x̂‖²/2σ² + (D/2)·log(2πσ²) + ½ Σ (μ² + exp(logvar) − 1 − logvar)"
+    return guarded("gaussian_negative_elbo", check)
 
 
 # ----------------------------------------------------------------------------- 4. IW bound
