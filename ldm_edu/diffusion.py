@@ -1,42 +1,51 @@
-"""Gaussian diffusion: noise schedules, the training loss, DDPM/DDIM steps, sampling, inversion.
+"""Gaussian diffusion: noise schedules, the training loss, DDPM/DDIM steps, sampling and inversion.
 
 diffusers-style: nothing here knows what network predicts ε. A *model* is any callable
 ``model(x_t, t, y=None) → ε̂`` with x_t's shape (``ldm_edu.unet.UNet`` is one); schedules are
 plain tensors; each sampler update is one small ``*_step`` function; the loops only glue them.
 
-Notation (seed paper eq. 1-4, slides "DDPM" and "DDIM"): β_t the noise added at step t,
-α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s. Timesteps are **0-based** indices into these tensors, as in
-diffusers: t = 0 is the first noising step, t = T − 1 the last; ``t_prev = -1`` stands for the
-clean data (ᾱ = 1).
+Notation (Ho et al. 2020; seed paper eq. 1-3; slides "DDPM" and "DDIM"): β_t the noise added at
+step t, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s (``schedule.alpha_bars``).
 
-- forward chain  q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I)           (seed eq. 3)
-- closed form    x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε,  ε ~ N(0, I)                  (seed eq. 4)
-- training       min ‖ε − ε_θ(x_t, t)‖²                                     (slides, Algorithm 1)
-- DDPM step      x_{t−1} = (x_t − β_t/√(1−ᾱ_t) ε̂)/√α_t + σ_t z               (slides, Algorithm 2)
-- DDIM step      x_{t'} = √ᾱ_{t'} x̂_0 + √(1−ᾱ_{t'}−σ²) ε̂ + σ z               (Song et al. 2021)
+Indices. The papers count t = 1 … T with x_0 the clean image. The code, like diffusers, uses
+**0-based** indices into the schedule tensors: index t = 0 is the first noising step (the papers'
+t = 1), t = T − 1 the last (the papers' T), and ``t_prev = -1`` stands for the clean data
+(ᾱ = 1, the papers' x_0). So "the sample at index t" is the papers' x_{t+1}.
+
+- forward chain  q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I)      (Ho et al. eq. 2; seed eq. 3)
+- closed form    x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε,  ε ~ N(0, I)             (Ho et al. eq. 4; slides)
+- training       min ‖ε − ε_θ(x_t, t)‖²                  (Ho et al. eq. 14, Algorithm 1; slides)
+- DDPM step      x_{t−1} = (x_t − β_t/√(1−ᾱ_t) ε̂)/√α_t + σ_t z   (Ho et al. eq. 11, Algorithm 2)
+- DDIM step      x_{t'} = √ᾱ_{t'} x̂_0 + √(1−ᾱ_{t'}−σ²) ε̂ + σ z        (Song et al. 2021, eq. 12)
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
 
 import torch
-from torch import nn
 
+from .data import balanced_labels
 from .progress import progress_bar
 
 KINDS = ("linear", "cosine")
+VARIANCES = ("beta", "beta_tilde")
+METHODS = ("ddpm", "ddim")
 
 
 # ----------------------------------------------------------------------------- schedules
 class NoiseSchedule:
-    """β_t, α_t = 1 − β_t and ᾱ_t = ∏ α_s for t = 0 … T−1 (0-based), computed in float64.
+    """β_t, α_t = 1 − β_t and ᾱ_t = ∏ α_s for t = 0 … T−1 (0-based), float64 tensors.
 
     - ``"linear"``: β from 1e-4 to 0.02 (Ho et al. 2020; for other T the endpoints scale by 1000/T
-      so the total noise stays comparable, as in improved-diffusion).
+      so the total noise stays comparable, as in improved-diffusion; clipped at 0.999 for T < 21).
     - ``"cosine"``: ᾱ(t) = f(t)/f(0), f(t) = cos²(((t/T) + s)/(1 + s) · π/2), s = 0.008,
       β_t = 1 − ᾱ_t/ᾱ_{t−1} clipped at 0.999 (Nichol & Dhariwal 2021).
+
+    ``alpha_bars`` is the one accessor of ᾱ. The tensors are float64 because ᾱ spans 1 … 2e-9 (cosine)
+    and 1 − ᾱ_t near t = 0 is ~1e-4, where float32 keeps only three digits; the step functions cast
+    to the sample's dtype. Index a batch of timesteps as ``schedule.alpha_bars[t].to(x)``.
     """
 
     def __init__(self, T: int = 1000, kind: str = "linear", device: str | torch.device = "cpu"):
@@ -47,49 +56,40 @@ class NoiseSchedule:
         self.T, self.kind = T, kind
         if kind == "linear":
             scale = 1000.0 / T
-            betas = torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64)
+            betas = torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64).clamp(max=0.999)
         else:
             s = 0.008
             steps = torch.arange(T + 1, dtype=torch.float64) / T
             f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
             abar = f / f[0]
             betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
-        self.betas64 = betas
-        self.alpha_bars64 = torch.cumprod(1 - betas, 0)
+        self.betas = betas
+        self.alphas = 1 - betas
+        self.alpha_bars = torch.cumprod(self.alphas, 0)
         self.to(device)
 
     def to(self, device) -> "NoiseSchedule":
-        """Move the float32 tensors to ``device`` (returns self)."""
+        """Move the tensors to ``device`` (returns self)."""
         self.device = torch.device(device)
-        self.betas = self.betas64.float().to(self.device)
-        self.alphas = (1 - self.betas64).float().to(self.device)
-        self.alpha_bars = self.alpha_bars64.float().to(self.device)
+        self.betas, self.alphas, self.alpha_bars = (v.to(self.device) for v in (self.betas, self.alphas, self.alpha_bars))
+        self._host_alpha_bars = self.alpha_bars.tolist()     # read by the step functions: no GPU sync per step
         return self
 
     @property
     def snr(self) -> torch.Tensor:
         """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) of x_t, shape (T,)."""
-        return (self.alpha_bars64 / (1 - self.alpha_bars64)).float().to(self.device)
+        return self.alpha_bars / (1 - self.alpha_bars)
 
     @property
     def posterior_variance(self) -> torch.Tensor:
-        """β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) · β_t, the variance of q(x_{t−1} | x_t, x_0); β̃_0 = 0."""
-        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars64[:-1]])
-        return ((1 - abar_prev) / (1 - self.alpha_bars64) * self.betas64).float().to(self.device)
+        """β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) · β_t, the variance of q(x_{t−1} | x_t, x_0) (Ho et al.
+        eq. 7); β̃_0 = 0 (ᾱ_{−1} = 1)."""
+        abar_prev = torch.cat([self.alpha_bars.new_ones(1), self.alpha_bars[:-1]])
+        return (1 - abar_prev) / (1 - self.alpha_bars) * self.betas
 
-    def ab(self, t: int) -> float:
-        """ᾱ_t as a Python float in float64 precision; ``t = -1`` gives 1 (used by the step functions)."""
-        t = int(self.check_t(t, allow_minus_one=True))
-        return 1.0 if t < 0 else float(self.alpha_bars64[t])
-
-    def alpha_bar(self, t) -> torch.Tensor:
-        """ᾱ at (0-based) timestep(s) ``t``; ``t = -1`` gives 1 (clean data). Float32 tensor."""
-        t = self.check_t(t, allow_minus_one=True)
-        ab = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars64])[(t + 1).cpu()]
-        return ab.float().to(self.device)
-
-    def check_t(self, t, allow_minus_one: bool = False) -> torch.Tensor:
-        """``t`` as a long tensor; a clear ValueError when it is not an integer in [0, T−1]."""
+    def check_t(self, t, allow_clean: bool = False) -> torch.Tensor:
+        """``t`` as a long tensor; a clear ValueError when it is not an integer in [0, T−1]
+        (or −1, the clean data, with ``allow_clean``)."""
         if isinstance(t, torch.Tensor):
             if t.is_floating_point():
                 if not torch.equal(t, t.round()):
@@ -99,7 +99,7 @@ class NoiseSchedule:
             if isinstance(t, float) and not float(t).is_integer():
                 raise ValueError(f"timestep must be an integer index, got {t}")
             t = torch.as_tensor(t, dtype=torch.long)
-        low = -1 if allow_minus_one else 0
+        low = -1 if allow_clean else 0
         if t.numel() and (int(t.min()) < low or int(t.max()) > self.T - 1):
             raise ValueError(f"timestep out of range: got {t.min().item()}..{t.max().item()}, "
                              f"valid is {low}..{self.T - 1} (0-based, T={self.T})")
@@ -109,9 +109,9 @@ class NoiseSchedule:
         """A decreasing sub-sequence of ``steps`` timesteps from ``t_max`` (default T−1, so sampling
         starts from pure noise) down to 0, evenly spaced; None → all of them.
 
-        Why ``t_max``: the cosine schedule's last steps push ᾱ down to ~1e-9, where
-        x̂_0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ divides by ~5e-5. Sampling survives it (x̂_0 is clipped), but
-        DDIM *inversion* up to T−1 cannot be undone; invert to e.g. t_max = 980 (ᾱ ≈ 9e-4) instead."""
+        Why ``t_max``: the cosine schedule's last steps push ᾱ down to ~2e-9, where
+        x̂_0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ divides by ~5e-5. Sampling survives it only with x̂_0 clipped, and
+        DDIM *inversion* up to T−1 cannot be undone; invert to e.g. t_max = 980 (ᾱ ≈ 1e-3) instead."""
         t_max = self.T - 1 if t_max is None else int(t_max)
         if not 0 <= t_max < self.T:
             raise ValueError(f"t_max must be a timestep in 0 … {self.T - 1}, got {t_max}")
@@ -126,14 +126,20 @@ class NoiseSchedule:
         return f"NoiseSchedule(T={self.T}, kind={self.kind!r})"
 
 
-def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a (B,) or scalar tensor over x's (B, C, H, W)."""
-    v = v.to(device=x.device, dtype=x.dtype)
-    return v.reshape(-1, *([1] * (x.dim() - 1))) if v.dim() else v
+def _at(v: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
+    """v[t] as x's dtype on x's device, broadcast over x's (B, C, H, W) when t is a (B,) tensor."""
+    t = torch.as_tensor(t, device=v.device)
+    out = v[t].to(device=x.device, dtype=x.dtype)
+    return out.reshape(-1, *([1] * (x.dim() - 1))) if out.dim() else out
 
 
-def _batch_t(schedule: NoiseSchedule, t, x: torch.Tensor, allow_minus_one=False) -> torch.Tensor:
-    t = schedule.check_t(t, allow_minus_one=allow_minus_one)
+def _abar(schedule: NoiseSchedule, t: int) -> float:
+    """ᾱ at an int timestep as a float64 Python number; t = −1 (the clean data) gives 1."""
+    return 1.0 if t < 0 else schedule._host_alpha_bars[t]
+
+
+def _batch_t(schedule: NoiseSchedule, t, x: torch.Tensor) -> torch.Tensor:
+    t = schedule.check_t(t)
     if t.dim() == 0:
         return t
     if t.shape != (x.shape[0],):
@@ -141,60 +147,76 @@ def _batch_t(schedule: NoiseSchedule, t, x: torch.Tensor, allow_minus_one=False)
     return t
 
 
-def _check_same_shape(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
-    if a.shape != b.shape:
+def _check_same_shape(a: torch.Tensor, b: torch.Tensor | None, na: str, nb: str) -> None:
+    if b is not None and a.shape != b.shape:
         raise ValueError(f"{nb} must have the shape of {na} {tuple(a.shape)}, got {tuple(b.shape)}")
+
+
+def _check_step(schedule: NoiseSchedule, x_t, eps, noise, t, t_prev) -> tuple[int, int]:
+    """Validation shared by the step functions: ints in range, t_prev < t, shapes agree."""
+    t, t_prev = int(schedule.check_t(t)), int(schedule.check_t(t_prev, allow_clean=True))
+    if t_prev >= t:
+        raise ValueError(f"t_prev must be smaller than t (sampling goes backwards), got t={t}, t_prev={t_prev}")
+    _check_same_shape(x_t, eps, "x_t", "eps")
+    _check_same_shape(x_t, noise, "x_t", "noise")
+    return t, t_prev
 
 
 # ----------------------------------------------------------------------------- forward process
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Jump straight to step t: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (seed eq. 4). ``t``: int or (B,)."""
+    """Jump straight to step t: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (Ho et al. 2020 eq. 4; slides).
+    ``t``: int or (B,)."""
     t = _batch_t(schedule, t, x0)
-    noise = torch.randn_like(x0) if noise is None else noise
     _check_same_shape(x0, noise, "x0", "noise")
-    ab = _per_sample(schedule.alpha_bar(t), x0)
+    noise = torch.randn_like(x0) if noise is None else noise
+    ab = _at(schedule.alpha_bars, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """One step of the forward chain: x_t ~ N(√(1−β_t) x_{t−1}, β_t I) (seed eq. 3)."""
+    """One step of the forward chain: x_t ~ N(√(1−β_t) x_{t−1}, β_t I) (Ho et al. eq. 2; seed eq. 3)."""
     t = _batch_t(schedule, t, x_prev)
+    _check_same_shape(x_prev, noise, "x_prev", "noise")
     noise = torch.randn_like(x_prev) if noise is None else noise
-    beta = _per_sample(schedule.betas.to(x_prev.device)[t.to(x_prev.device)], x_prev)
+    beta = _at(schedule.betas, t, x_prev)
     return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
 
 
 def predict_x0(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
-    """x̂_0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t: the closed form solved for x_0."""
+    """x̂_0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t: the closed form (Ho et al. eq. 4) solved for x_0."""
     t = _batch_t(schedule, t, x_t)
     _check_same_shape(x_t, eps, "x_t", "eps")
-    ab = _per_sample(schedule.alpha_bar(t), x_t)
+    ab = _at(schedule.alpha_bars, t, x_t)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
 # ----------------------------------------------------------------------------- training loss
 def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, y: torch.Tensor | None = None,
                    p_uncond: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The simple ε-prediction loss (slides, Algorithm 1; Ho et al. 2020, eq. 14):
-
-    t ~ U{0..T−1}, ε ~ N(0, I), loss = mean ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖².
+    """The simple ε-prediction loss of one training step (Ho et al. 2020 eq. 14, Algorithm 1; slides).
 
     With labels ``y`` and ``p_uncond > 0`` each label is replaced by the null label
     ``model.num_classes`` with probability p_uncond, so the same network also learns the
-    unconditional ε (classifier-free guidance, Ho & Salimans 2022).
+    unconditional ε (classifier-free guidance, Ho & Salimans 2022). Random draws come from
+    ``generator`` (default: the global one), in the order t, ε, label dropout.
     """
     if x0.dim() < 2:
         raise ValueError(f"x0 must be a batch (B, C, H, W), got shape {tuple(x0.shape)}")
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond is a probability, got {p_uncond}")
     b = x0.shape[0]
+    # 1. t ~ Uniform{0, …, T−1} (the papers' {1, …, T}), one per image
     t = torch.randint(0, schedule.T, (b,), device=x0.device, generator=generator)
+    # 2. ε ~ N(0, I)
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    # 3. x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (Ho et al. eq. 4)
     x_t = q_sample(schedule, x0, t, noise)
+    # 4. label dropout for classifier-free guidance: y → null with probability p_uncond
     if y is not None and p_uncond > 0:
         null = _null_label(model)
         drop = torch.rand(b, device=x0.device, generator=generator) < p_uncond
         y = torch.where(drop, torch.full_like(y, null), y)
+    # 5. ‖ε − ε_θ(x_t, t, y)‖², averaged over pixels and batch
     eps = model(x_t, t, y) if y is not None else model(x_t, t)
     return (eps.float() - noise.float()).pow(2).mean()
 
@@ -222,67 +244,109 @@ def _null_label(model) -> int:
 
 
 # ----------------------------------------------------------------------------- sampler steps
-def ddpm_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: int,
-              noise: torch.Tensor | None = None, variance: str = "beta_tilde",
-              clip_x0: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One ancestral step x_t → x_{t−1} (slides, Algorithm 2):
+def ddpm_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int | None = None,
+              noise: torch.Tensor | None = None, variance: str = "beta_tilde", clip_x0: float | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """One ancestral step x_t → x_{t−1} of Algorithm 2 (Ho et al. 2020):
 
-    x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε̂) + σ_t z,  σ_t² = β_t ("beta") or β̃_t ("beta_tilde"),
-    and z = 0 at t = 0. With ``clip_x0`` the mean is taken as the posterior mean
-    μ̃(x_t, clip(x̂_0)) instead — identical without clipping, steadier for pixel images.
-    """
-    if variance not in ("beta", "beta_tilde"):
+        x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε̂) + σ_t z   (eq. 11 for the mean),
+
+    σ_t² = β_t (``"beta"``) or β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (``"beta_tilde"``, the posterior
+    variance of eq. 7) — the two choices of Ho et al. sec. 3.2 — and z = 0 at the last step.
+
+    ``t_prev`` (default t − 1) jumps further: the same step on the *respaced* chain whose one step
+    goes t → t_prev, with α = ᾱ_t/ᾱ_{t'} and β = 1 − α (strided sampling, Nichol & Dhariwal 2021
+    sec. 4). ``clip_x0`` clips x̂_0 to [−c, c] and takes the posterior mean μ̃(x_t, x̂_0) of eq. 7;
+    without clipping μ̃ equals eq. 11's mean exactly. ``noise`` (z) is drawn from ``generator`` when
+    not given."""
+    if variance not in VARIANCES:
         raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
-    t = int(schedule.check_t(t))
-    _check_same_shape(x_t, eps, "x_t", "eps")
-    beta, alpha, ab = (float(schedule.betas64[t]), 1 - float(schedule.betas64[t]),
-                       float(schedule.alpha_bars64[t]))
-    ab_prev = float(schedule.alpha_bars64[t - 1]) if t > 0 else 1.0
+    t_prev = int(t) - 1 if t_prev is None else t_prev
+    t, t_prev = _check_step(schedule, x_t, eps, noise, t, t_prev)
+
+    # 1. the (respaced) step's schedule values: ᾱ_t, ᾱ_{t'} (= 1 for the clean data), α = ᾱ_t/ᾱ_{t'}, β = 1 − α
+    ab, ab_prev = _abar(schedule, t), _abar(schedule, t_prev)
+    alpha = ab / ab_prev
+    beta = 1 - alpha
+    # 2. the mean of p_θ(x_{t'} | x_t)
     if clip_x0 is None:
+        # Ho et al. eq. 11: μ_θ = (x_t − β/√(1−ᾱ_t) ε̂) / √α
         mean = (x_t - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
     else:
-        x0 = predict_x0(schedule, x_t, eps, t).clamp(-clip_x0, clip_x0)
+        # x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t clipped, then Ho et al. eq. 7: μ̃ = √ᾱ_{t'} β/(1−ᾱ_t) x̂_0 + √α (1−ᾱ_{t'})/(1−ᾱ_t) x_t
+        x0 = ((x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-clip_x0, clip_x0)
         mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(alpha) * (1 - ab_prev) / (1 - ab)) * x_t
-    if t == 0:
+    # 3. no noise on the step that lands on the data (Algorithm 2: z = 0 if t = 1)
+    if t_prev < 0:
         return mean
+    # 4. σ² = β or β̃ = (1−ᾱ_{t'})/(1−ᾱ_t) β (Ho et al. sec. 3.2)
     var = beta if variance == "beta" else (1 - ab_prev) / (1 - ab) * beta
-    if noise is None:
-        noise = _randn(x_t, generator)
-    return mean + math.sqrt(var) * noise
+    # 5. x_{t'} = μ + σ z,  z ~ N(0, I)
+    z = _randn(x_t, generator) if noise is None else noise
+    return mean + math.sqrt(var) * z
 
 
 def ddim_sigma(schedule: NoiseSchedule, t: int, t_prev: int, eta: float) -> float:
-    """σ_t(η) = η √((1−ᾱ_{t'})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'}) (Song et al. 2021, eq. 16); η=1 ⇒ β̃."""
-    ab, ab_prev = schedule.ab(t), schedule.ab(t_prev)
+    """σ_t(η) = η √((1−ᾱ_{t'})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'}) (Song et al. 2021, eq. 16); η = 1 ⇒ √β̃."""
+    t, t_prev = int(schedule.check_t(t)), int(schedule.check_t(t_prev, allow_clean=True))
+    ab, ab_prev = _abar(schedule, t), _abar(schedule, t_prev)
     return eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(max(0.0, 1 - ab / ab_prev))
 
 
 def ddim_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
               eta: float = 0.0, noise: torch.Tensor | None = None, clip_x0: float | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """One DDIM step x_t → x_{t_prev} for any t_prev < t (``t_prev = -1``: ᾱ = 1, the data):
+    """One DDIM step x_t → x_{t'} for any t' = ``t_prev`` < t (Song et al. 2021, eq. 12):
 
-    x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t;  x_{t'} = √ᾱ_{t'} x̂_0 + √(1−ᾱ_{t'}−σ²) ε̂ + σ z, σ = σ_t(η).
-    η = 0 is deterministic; η = 1 with t_prev = t−1 is the DDPM step with σ² = β̃_t.
-    """
-    t, t_prev = int(schedule.check_t(t)), int(schedule.check_t(t_prev, allow_minus_one=True))
-    if t_prev >= t:
-        raise ValueError(f"t_prev must be smaller than t (sampling goes backwards), got t={t}, t_prev={t_prev}")
+        x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z,   x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,
+
+    σ = σ_t(η) (eq. 16). η = 0 is deterministic; η = 1 with t' = t − 1 is the DDPM step with
+    σ² = β̃_t. ``t_prev = -1`` lands on the data (ᾱ = 1). ``clip_x0`` clips x̂_0 to [−c, c] and
+    recomputes ε̂ from the clipped x̂_0, so both terms agree (diffusers keeps the model's ε̂ instead)."""
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0, got {eta}")
-    _check_same_shape(x_t, eps, "x_t", "eps")
-    ab, ab_prev = schedule.ab(t), schedule.ab(t_prev)
+    t, t_prev = _check_step(schedule, x_t, eps, noise, t, t_prev)
+
+    # 1. ᾱ_t and ᾱ_{t'} (ᾱ_{−1} = 1: the clean data)
+    ab, ab_prev = _abar(schedule, t), _abar(schedule, t_prev)
+    # 2. the "predicted x_0" of eq. 12
     x0 = (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    # 3. optional clipping, and the ε̂ that points from the clipped x̂_0 to x_t
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
-        eps = (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)     # keep ε consistent with the clipped x̂_0
+        eps = (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+    # 4. σ_t(η) (eq. 16)
     sigma = ddim_sigma(schedule, t, t_prev, eta)
-    out = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - sigma**2)) * eps
+    # 5. the "direction pointing to x_t": √(1 − ᾱ_{t'} − σ²) ε̂
+    direction = math.sqrt(max(0.0, 1 - ab_prev - sigma**2)) * eps
+    # 6. x_{t'} = √ᾱ_{t'} x̂_0 + direction + σ z
+    x_prev = math.sqrt(ab_prev) * x0 + direction
     if sigma > 0:
-        if noise is None:
-            noise = _randn(x_t, generator)
-        out = out + sigma * noise
-    return out
+        z = _randn(x_t, generator) if noise is None else noise
+        x_prev = x_prev + sigma * z
+    return x_prev
+
+
+def ddim_reverse_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: int,
+                      t_next: int) -> torch.Tensor:
+    """The η = 0 DDIM update run *up* the chain, x_t → x_{t_next} with t_next > t (the encoding
+    direction of the DDIM ODE, Song et al. 2021 sec. 4.3):
+
+        x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,   x_{t_next} = √ᾱ_{t_next} x̂_0 + √(1−ᾱ_{t_next}) ε̂.
+
+    ``t = -1`` starts from the data (ᾱ = 1). The caller evaluates ε̂ — ``ddim_invert`` uses
+    ε_θ(x_t, t_next), the only point it has (one reason inversion is approximate)."""
+    t, t_next = int(schedule.check_t(t, allow_clean=True)), int(schedule.check_t(t_next))
+    if t_next <= t:
+        raise ValueError(f"t_next must be larger than t (inversion goes up the chain), got t={t}, t_next={t_next}")
+    _check_same_shape(x_t, eps, "x_t", "eps")
+
+    # 1. ᾱ_t (ᾱ_{−1} = 1) and ᾱ_{t_next}
+    ab, ab_next = _abar(schedule, t), _abar(schedule, t_next)
+    # 2. predicted x̂_0 at the current point
+    x0 = (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    # 3. re-noise it to ᾱ_{t_next} along the same ε̂ (eq. 12 with σ = 0, t' = t_next)
+    return math.sqrt(ab_next) * x0 + math.sqrt(1 - ab_next) * eps
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -296,9 +360,10 @@ def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
 def guided_eps(model, x: torch.Tensor, t, y: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
     """ε̂ for a batch at timestep ``t`` (int or (B,)).
 
-    Classifier-free guidance (Ho & Salimans 2022): ε = ε_u + w (ε_c − ε_u), with ε_u the
-    prediction for the null label ``model.num_classes``. w = 1 is the plain conditional model,
-    w = 0 the unconditional one; both passes run as one batch.
+    Classifier-free guidance (Ho & Salimans 2022): ε̂ = ε_u + w (ε_c − ε_u), ε_u the prediction for
+    the null label ``model.num_classes``. The paper writes ε̃ = (1 + w′) ε_c − w′ ε_u: the same line
+    with w′ = w − 1 — our w = 1 (the paper's w′ = 0) is the plain conditional model, w = 0 the
+    unconditional one. Both passes run as one batch.
     """
     b = x.shape[0]
     tt = torch.as_tensor(t, device=x.device).long()
@@ -320,15 +385,12 @@ def guided_eps(model, x: torch.Tensor, t, y: torch.Tensor | None = None, guidanc
 
 
 # ----------------------------------------------------------------------------- sampling loops
-@dataclass
-class Trajectory:
-    """What a sampling run went through (kept on the CPU): ``xs[0]`` = x_T, ``xs[k+1]`` = the
-    sample after step k; ``x0_preds[k]`` = x̂_0 predicted at step k, from ``timesteps[k]``."""
-
-    timesteps: list = field(default_factory=list)
-    xs: list = field(default_factory=list)
-    x0_preds: list = field(default_factory=list)
-    seconds: float = 0.0
+class SamplerStep(NamedTuple):
+    """One state of a sampling run (see ``sample_progressive``): the 0-based timestep ``t`` (−1 for
+    the final, clean sample), the sample ``x_t`` there and the x̂_0 the sampler predicted from it."""
+    t: int
+    x_t: torch.Tensor
+    x0_hat: torch.Tensor
 
 
 def _model_device(model) -> torch.device:
@@ -339,23 +401,23 @@ def _model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: int | None = None,
-           eta: float = 0.0, y=None, guidance: float = 1.0, generator: torch.Generator | None = None,
-           x_T: torch.Tensor | None = None, return_trajectory: bool = False, progress: bool = True,
-           variance: str = "beta_tilde", clip_x0: float | None = None, device=None,
-           t_max: int | None = None):
-    """Draw samples by running the reverse process from x_T ~ N(0, I).
+def sample_progressive(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: int | None = None,
+                       eta: float = 0.0, y=None, guidance: float = 1.0, generator: torch.Generator | None = None,
+                       x_T: torch.Tensor | None = None, progress: bool = True, variance: str = "beta_tilde",
+                       clip_x0: float | None = None, device=None, t_max: int | None = None) -> Iterator[SamplerStep]:
+    """Run the reverse process from x_T ~ N(0, I), yielding a ``SamplerStep(t, x_t, x0_hat)`` per step.
 
-    - ``method="ddpm"``: ancestral sampling (Algorithm 2) over all T steps; with ``steps < T``
-      the strided version (a DDIM step with η = 1 on the sub-sequence, Song et al. 2021).
-    - ``method="ddim"``: DDIM over ``steps`` evenly spaced timesteps (default 50) with ``eta``.
-    ``y`` (class indices, (B,)) and ``guidance`` w give classifier-free guidance.
-    ``generator`` (a CPU torch.Generator) makes runs repeatable. ``t_max`` starts the chain at
-    that timestep instead of T−1 (to undo a ``ddim_invert(..., t_max=...)``). Returns x_0, or
-    ``(x_0, Trajectory)`` with ``return_trajectory=True``.
-    """
-    if method not in ("ddpm", "ddim"):
+    The first item is (t_max, x_T, x̂_0(x_T)), the last (−1, x_0, x_0): ``list(sample_progressive(...))``
+    is the whole trajectory, ``steps + 1`` items. x̂_0 is the clean-image guess each step used
+    (clipped when ``clip_x0``). Arguments as in ``sample``."""
+    if method not in METHODS:
         raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+    if eta < 0:
+        raise ValueError(f"eta must be ≥ 0, got {eta}")
+    if method == "ddim" and variance != "beta_tilde":
+        raise ValueError("variance applies to method='ddpm'; DDIM's noise is set by eta")
     shape = tuple(int(s) for s in shape)
     device = torch.device(device) if device is not None else _model_device(model)
     if x_T is None:
@@ -369,41 +431,60 @@ def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: i
     if steps is None:
         steps = schedule.T if method == "ddpm" else 50
     ts = schedule.timesteps(steps, t_max).tolist()
-    full = method == "ddpm" and steps == schedule.T
+
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    traj = Trajectory(timesteps=ts, xs=[x.cpu()] if return_trajectory else [])
-    start = time.time()
-    for k, t in enumerate(progress_bar(ts, progress, desc=f"{method} sampling", leave=False)):
-        t_prev = ts[k + 1] if k + 1 < len(ts) else -1
-        eps = guided_eps(model, x, t, y, guidance).float()
-        if return_trajectory:
-            traj.x0_preds.append(predict_x0(schedule, x, eps, t).cpu())
-        z = _randn(x, generator) if (method == "ddpm" or eta > 0) and t_prev >= 0 else None
-        if full:
-            x = ddpm_step(schedule, x, eps, t, noise=z, variance=variance, clip_x0=clip_x0)
-        else:
-            x = ddim_step(schedule, x, eps, t, t_prev, eta=1.0 if method == "ddpm" else eta,
-                          noise=z, clip_x0=clip_x0)
-        if return_trajectory:
-            traj.xs.append(x.cpu())
-    traj.seconds = time.time() - start
-    if was_training:
-        model.train()
-    return (x, traj) if return_trajectory else x
+    try:
+        for k, t in enumerate(progress_bar(ts, progress, desc=f"{method} sampling", leave=False)):
+            t_prev = ts[k + 1] if k + 1 < len(ts) else -1
+            eps = guided_eps(model, x, t, y, guidance).float()
+            x0_hat = predict_x0(schedule, x, eps, t)
+            yield SamplerStep(t, x, x0_hat if clip_x0 is None else x0_hat.clamp(-clip_x0, clip_x0))
+            z = _randn(x, generator) if (method == "ddpm" or eta > 0) and t_prev >= 0 else None
+            if method == "ddpm":
+                x = ddpm_step(schedule, x, eps, t, t_prev, noise=z, variance=variance, clip_x0=clip_x0)
+            else:
+                x = ddim_step(schedule, x, eps, t, t_prev, eta=eta, noise=z, clip_x0=clip_x0)
+        yield SamplerStep(-1, x, x)
+    finally:
+        if was_training:
+            model.train()
+
+
+@torch.no_grad()
+def sample(model, schedule: NoiseSchedule, shape, method: str = "ddpm", steps: int | None = None,
+           eta: float = 0.0, y=None, guidance: float = 1.0, generator: torch.Generator | None = None,
+           x_T: torch.Tensor | None = None, progress: bool = True, variance: str = "beta_tilde",
+           clip_x0: float | None = None, device=None, t_max: int | None = None) -> torch.Tensor:
+    """Draw one batch of samples x_0 by running the reverse process from x_T ~ N(0, I).
+
+    - ``method="ddpm"``: ancestral sampling (Algorithm 2, ``ddpm_step``) over all T steps, σ² from
+      ``variance``; with ``steps < T`` the same step on the respaced sub-sequence (strided DDPM).
+    - ``method="ddim"``: DDIM (``ddim_step``) over ``steps`` evenly spaced timesteps (default 50)
+      with ``eta`` (0: deterministic).
+    ``y`` (class indices, (B,)) and ``guidance`` w give classifier-free guidance. ``clip_x0``
+    clips x̂_0 to [−c, c] at every step. ``generator`` (a CPU torch.Generator) draws x_T and every
+    z, so a seed gives the same images on CPU and GPU. ``t_max`` starts the chain at that timestep
+    instead of T−1 (to undo a ``ddim_invert(..., t_max=...)``). For the trajectory, iterate
+    ``sample_progressive`` (same arguments); for many images, ``sample_images``.
+    """
+    for step in sample_progressive(model, schedule, shape, method=method, steps=steps, eta=eta, y=y,
+                                   guidance=guidance, generator=generator, x_T=x_T, progress=progress,
+                                   variance=variance, clip_x0=clip_x0, device=device, t_max=t_max):
+        pass
+    return step.x_t
 
 
 @torch.no_grad()
 def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, steps: int = 50, y=None,
-                guidance: float = 1.0, return_trajectory: bool = False, progress: bool = False,
-                t_max: int | None = None):
-    """Run deterministic DDIM (η = 0) backwards, x_0 → x_T (Song et al. 2021, sec. 4.3;
-    Dhariwal & Nichol 2021): at each step ε̂ is evaluated at the current point with the *next*
-    timestep, x̂_0 = (x − √(1−ᾱ_prev) ε̂)/√ᾱ_prev, x_next = √ᾱ_next x̂_0 + √(1−ᾱ_next) ε̂.
-    ``sample(..., method="ddim", steps=steps, eta=0, x_T=x_T, t_max=t_max)`` maps the result back
+                guidance: float = 1.0, progress: bool = False, t_max: int | None = None) -> torch.Tensor:
+    """Deterministic DDIM run backwards, x_0 → x_{t_max} (Song et al. 2021 sec. 4.3), one
+    ``ddim_reverse_step`` per pair of the ``steps`` timesteps 0 … t_max, with ε̂ = ε_θ(x_t, t_next).
+
+    ``sample(..., method="ddim", steps=steps, eta=0, x_T=result, t_max=t_max)`` maps the result back
     to ≈ x0. Stop short of T−1 with a schedule whose last ᾱ is ~0 (cosine: ``t_max=980``): the
-    step into ᾱ ≈ 1e-9 scales x̂_0 by 5e-5 and the way back cannot recover it.
+    step into ᾱ ≈ 2e-9 scales x̂_0 by 5e-5 and the way back cannot recover it.
     """
     if x0.dim() < 2:
         raise ValueError(f"x0 must be a batch (B, C, H, W), got shape {tuple(x0.shape)}")
@@ -413,19 +494,11 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, steps: int = 5
         y = torch.as_tensor(y).long().to(device)
     if hasattr(model, "eval"):
         model.eval()
-    ts = schedule.timesteps(steps, t_max).flip(0).tolist()   # increasing: 0 … t_max
-    traj = Trajectory(timesteps=ts, xs=[x.cpu()] if return_trajectory else [])
-    t_prev = -1
-    for t in progress_bar(ts, progress, desc="DDIM inversion", leave=False):
-        eps = guided_eps(model, x, t, y, guidance).float()
-        ab_prev, ab = schedule.ab(t_prev), schedule.ab(t)
-        x0_pred = (x - math.sqrt(1 - ab_prev) * eps) / math.sqrt(ab_prev)
-        x = math.sqrt(ab) * x0_pred + math.sqrt(1 - ab) * eps
-        if return_trajectory:
-            traj.xs.append(x.cpu())
-            traj.x0_preds.append(x0_pred.cpu())
-        t_prev = t
-    return (x, traj) if return_trajectory else x
+    ts = [-1] + schedule.timesteps(steps, t_max).flip(0).tolist()   # −1 (the data), then 0 … t_max
+    for t, t_next in progress_bar(list(zip(ts[:-1], ts[1:])), progress, desc="DDIM inversion", leave=False):
+        eps = guided_eps(model, x, t_next, y, guidance).float()
+        x = ddim_reverse_step(schedule, x, eps, t, t_next)
+    return x
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -439,24 +512,53 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     return (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / torch.sin(theta)
 
 
-# ----------------------------------------------------------------------------- a reference model
-class GaussianEpsModel(nn.Module):
-    """The *optimal* ε-predictor when the data is a single Gaussian N(μ, s² I) — an independent
-    reference for tests and the lessons' checks. Then x_t ~ N(√ᾱ_t μ, (ᾱ_t s² + 1 − ᾱ_t) I) and
-    E[ε | x_t] = √(1−ᾱ_t) (x_t − √ᾱ_t μ) / (ᾱ_t s² + 1 − ᾱ_t)."""
-
-    def __init__(self, schedule: NoiseSchedule, mean: float | torch.Tensor = 0.0, std: float = 1.0):
-        super().__init__()
-        self.schedule = schedule
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.std = float(std)
-        self.num_classes = None
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
-        ab = _per_sample(self.schedule.alpha_bar(t), x)
-        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)
+# ----------------------------------------------------------------------------- many images
+class Samples(NamedTuple):
+    """What ``sample_images`` returns: ``images`` (N, C, H, W) on the CPU and the wall ``seconds``."""
+    images: torch.Tensor
+    seconds: float
 
 
-__all__ = ["NoiseSchedule", "q_sample", "q_step", "predict_x0", "diffusion_loss", "diffusion_batches_loss", "ddpm_step",
-           "ddim_sigma", "ddim_step", "guided_eps", "sample", "ddim_invert", "slerp", "Trajectory",
-           "GaussianEpsModel", "KINDS"]
+@torch.no_grad()
+def sample_images(sample_fn, n: int, labels="balanced", batch_size: int = 500, seed: int = 0,
+                  progress: bool = False, num_classes: int = 10) -> Samples:
+    """The one batched, seeded, timed image sampler of the course.
+
+    ``sample_fn(k, y, generator)`` returns k images in [0, 1] for the labels ``y`` (a (k,) long
+    tensor, or None when ``labels=None``); it is called batch after batch with ONE CPU generator
+    seeded with ``seed``, so a seed gives the same images on any batch size that divides the work
+    the same way, and on CPU and GPU. ``labels``: "balanced" (0, 1, …, 9, 0, … — every class equally
+    often), None (unconditional) or a (n,) tensor. The wall time covers all calls (CUDA is synced
+    before the clock stops). Returns ``Samples(images, seconds)``, images float32 on the CPU."""
+    if int(n) < 1 or int(batch_size) < 1:
+        raise ValueError(f"n and batch_size must be ≥ 1, got n={n}, batch_size={batch_size}")
+    n, batch_size = int(n), int(batch_size)
+    if isinstance(labels, str):
+        if labels != "balanced":
+            raise ValueError(f"labels must be 'balanced', None or a tensor of n class indices, got {labels!r}")
+        labels = balanced_labels(n, num_classes)
+    elif labels is not None:
+        labels = torch.as_tensor(labels).long().cpu()
+        if labels.shape != (n,):
+            raise ValueError(f"labels must hold one class per image, shape ({n},), got {tuple(labels.shape)}")
+    generator = torch.Generator().manual_seed(int(seed))
+    cuda = torch.cuda.is_available()
+    out = []
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in progress_bar(range(0, n, batch_size), progress, desc=f"sampling {n} images", leave=False):
+        k = min(batch_size, n - i)
+        images = sample_fn(k, None if labels is None else labels[i:i + k], generator)
+        if not isinstance(images, torch.Tensor) or images.shape[0] != k:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"sample_fn(k={k}, y, generator) must return k images, got {got}")
+        out.append(images.detach().float().cpu())
+    if cuda:
+        torch.cuda.synchronize()
+    return Samples(torch.cat(out), time.perf_counter() - start)
+
+
+__all__ = ["NoiseSchedule", "q_sample", "q_step", "predict_x0", "diffusion_loss", "diffusion_batches_loss",
+           "ddpm_step", "ddim_sigma", "ddim_step", "ddim_reverse_step", "guided_eps", "SamplerStep",
+           "sample_progressive", "sample", "ddim_invert", "slerp", "Samples", "sample_images", "KINDS"]

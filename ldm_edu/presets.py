@@ -42,8 +42,8 @@ class VAEConfig:
     lr: float = 1e-3
     latent_dim_2d: int = 2         # a second, 2-D VAE for the manifold plot and the β study
     steps_2d: int = 3000
-    # β values precomputed for the β slider; measured on the cpu preset (2-D, 1500 steps): both latent
-    # dims active up to β = 8, one collapsed (KL ≈ 0) at β = 24, both at β = 64
+    # β values precomputed for the β slider, chosen to span "both latent dims active" → "one collapsed" →
+    # "both collapsed" on the cpu preset (2-D, 1500 steps); lesson 02 reads where that happens from its own run
     betas: tuple = (0.1, 0.5, 1.0, 4.0, 24.0, 64.0)
     beta_steps: int = 1500
     iw_samples: int = 100          # importance samples for log p(x) (Burda et al. 2016)
@@ -55,7 +55,7 @@ class VAEConfig:
 @dataclass(frozen=True)
 class VQConfig:
     """VQ-VAE (lesson 03): codebook size K, code size D, the conv autoencoder (28 → 7×7 tokens),
-    the three codebook-learning variants compared, and the autoregressive token prior."""
+    the four codebook variants compared, and the autoregressive token prior."""
     num_codes: int = 512           # K
     code_dim: int = 16             # D
     ch: int = 32
@@ -65,8 +65,9 @@ class VQConfig:
     decay: float = 0.99            # EMA codebook decay γ
     eps: float = 1e-5              # Laplace smoothing of EMA counts
     dead_threshold: float = 1.0    # restart codes used < this many times per batch (running mean)
-    steps: int = 1000              # per variant: codebook loss / EMA / EMA + restart
+    steps: int = 1000              # per variant: codebook loss / EMA / EMA + restart / EMA + k-means init
     extra_steps: int = 1000        # the EMA + restart model trains on for the rest of the lesson
+    kmeans_images: int = 1000      # training images whose encoder outputs (× 49 vectors) k-means clusters
     batch_size: int = 64
     lr: float = 2e-3
     n_eval: int = 5000             # test images for PSNR and codebook usage
@@ -105,23 +106,22 @@ class DiffusionConfig:
     lr: float = 2e-3
     warmup_steps: int = 100
     ema_decay: float = 0.995
-    clip_x0: float = 1.0           # clip x̂_0 to the data range while sampling (pixels only)
-    # evaluation
-    eval_every: int = 500          # FID-MNIST during training (DDIM, eval_steps, n_eval samples)
+    clip_x0: float = 1.0           # clip x̂_0 to [−1, 1] while sampling (lesson 04 measures the choice)
+    # lesson 04: every figure from ancestral DDPM (strided when final_steps < T); DDIM is lesson 05's
+    eval_every: int = 500          # FID-MNIST during training, every this many steps, …
+    eval_method: str = "ddpm"      # … with this sampler (lesson 06 evaluates its latent DDPM the same way)
     eval_steps: int = 20
     n_eval: int = 200
-    n_fid: int = 500               # final FID / IS-MNIST sample count (and the real-data floor's n)
-    final_method: str = "ddim"     # sampler for lesson 04's final FID/IS ("ddpm" = all T steps)
-    final_steps: int = 50
-    n_traj: int = 8                # images in the trajectory strip/slider (full DDPM)
+    n_fid: int = 1000              # samples per row of lesson 04's final table (and the real-vs-real n)
+    final_steps: int = 50          # ancestral steps of those rows and the guidance grid (T = the full chain)
+    n_traj: int = 8                # images in the trajectory strip/slider (full chain, Algorithm 2 by hand)
     traj_frames: int = 21
     guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
-    guidance_steps: int = 50       # DDIM steps for the guidance grid
+    n_guidance: int = 200          # samples per guidance value (classifier agreement, FID)
     # lesson 05
-    ddim_steps_list: tuple = (10, 20, 50, 100)
-    ddpm_steps_list: tuple = (100, 1000)   # 1000 = full ancestral DDPM, fewer = strided
-    n_fid_steps: int = 200         # samples per entry of the steps table
-    widget_steps: tuple = (5, 10, 20, 50, 100)
+    steps_list: tuple = (5, 10, 20, 50, 100)   # the steps table: DDPM (η = 1) and DDIM (η = 0) at each
+    n_fid_steps: int = 1000        # samples per entry of the steps table
+    widget_steps: tuple = (5, 10, 20, 50, 100, 1000)
     widget_etas: tuple = (0.0, 0.5, 1.0)
     n_widget: int = 8
     invert_steps: int = 50
@@ -130,11 +130,12 @@ class DiffusionConfig:
 # ----------------------------------------------------------------------------- lesson 06
 @dataclass(frozen=True)
 class LDMConfig:
-    """Lesson 06: first stage (KL or VQ autoencoder), latent UNet, pixel baseline, f-study.
+    """Lesson 06: the first stage, the latent DDPM, the pixel-vs-latent comparison, the f-study.
 
-    The pixel and latent UNets share ch/ch_mult (equal parameters up to in_ch); their step counts
-    are chosen so their *training wall times* are about equal (the latent side includes the
-    autoencoder), the comparison the lesson measures."""
+    The latent UNet and its training recipe ARE lesson 04's (``preset.diffusion``: widths, cosine
+    schedule, AdamW with warm-up and cosine decay, batch, label dropout, EMA; only ``patch`` is 1),
+    and the pixel baseline is lesson 04's checkpoint with its history. FID along training uses
+    lesson 04's evaluation (``diffusion.eval_method``, ``eval_steps``, ``n_eval`` samples) on both sides."""
     n_train: int = 60000           # training images used (tiny: fewer, so encoding them is quick)
     # first stage: 28×28 padded to 32×32 → latent_ch × 32/f × 32/f
     f: int = 4
@@ -145,36 +146,81 @@ class LDMConfig:
     ae_lr: float = 2e-3
     kl_weight: float = 1e-6
     codebook_size: int = 128
-    # second stage (latent UNet) and the pixel baseline (same widths)
-    unet_ch: int = 32
-    unet_ch_mult: tuple = (1, 2)
-    unet_num_res: int = 1
-    steps: int = 4000
-    pixel_steps: int = 1000
-    batch_size: int = 128
-    lr: float = 2e-3
-    p_uncond: float = 0.1
-    T: int = 1000
-    ema_decay: float = 0.999
-    compare_steps: int = 1500      # scaled vs unscaled and KL vs VQ LDMs are compared at this many steps
-    sample_steps: int = 50         # DDIM steps
+    # second stage: lesson 04's UNet and recipe on the scaled latents
+    steps: int = 4000              # training steps of the latent DDPM (and of the unscaled one, §2)
+    eval_every: int = 500          # FID along training, every this many steps
+    unscaled_std: float = 5.5      # §2: an equally good first stage whose latent has this std (Stable
+                                   # Diffusion's KL-f8: 1 / 0.18215 ≈ 5.5), diffused without the scale
+    # the final comparison: each (method, steps) sampler on both models, n_fid samples each
+    samplers: tuple = (("ddim", 20), ("ddpm", 20))
+    n_fid: int = 1000
+    time_batch: int = 64           # batch of the equal-parameter step timing
     guidance: float = 2.0
     guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
-    n_fid: int = 1000
-    n_time: int = 64               # images sampled for the timing column
-    # compression-factor study (small analogue of the seed paper's fig. 13)
+    # compression-factor study (small analogue of the seed paper's fig. 13), equal stage-2 compute
     study_fs: tuple = (1, 2, 4, 8)
     study_latent_ch: tuple = (1, 2, 4, 4)
     study_ae_ch: int = 16
     study_ae_steps: int = 400
     study_unet_ch: int = 16
-    study_steps: int = 800         # training steps of the costliest latent (f = 1) …
-    study_budget: str = "flops"    # … and every other f gets equal compute ("steps": equal steps)
-    study_max_steps: int = 4000    # cap for the cheap small latents
-    study_evals: int = 4
+    study_gflop: float = 4000.0    # stage-2 training compute of every f (GFLOP, counted per step)
+    study_seeds: tuple = (0, 1)    # stage-2 seeds (the first stage is trained once per f)
+    study_batch_size: int = 64
+    study_lr: float = 2e-3
+    study_evals: int = 3
     study_n_fid: int = 300
     study_sample_steps: int = 20
     study_n_train: int = 20000
+
+
+# ----------------------------------------------------------------------------- lesson 07
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Lesson 07: the seed paper's compression methods as pairs that differ in one thing, each first
+    stage followed by the same downstream latent DDPM (lesson 04's recipe at width ``unet_ch``).
+
+    VQGAN recipe: lesson 06's KL-f first stage, ``warmup_steps`` shared, then ``gan_steps`` with its own
+    loss vs L1 + perceptual + PatchGAN. MoVQ: VQ first stage, GroupNorm vs spatial norm, ``movq_steps``
+    each. DC-AE: plain vs residual autoencoder at each f in ``dc_fs``, ``dc_steps`` each. Stage 2: each
+    LDM gets ``ldm_gflop`` of training compute (at most ``ldm_max_steps`` steps)."""
+    n_train: int = 20000           # training images (first stages and the LDMs' latents)
+    n_eval: int = 1000             # test images for PSNR and rFID-MNIST
+    batch_size: int = 64           # first-stage batch and learning rate
+    lr: float = 2e-3
+    ch: int = 16                   # first-stage base width (every first stage)
+    # VQGAN / LDM recipe on lesson 06's KL first stage
+    f: int = 4
+    latent_ch: int = 4
+    kl_weight: float = 1e-6
+    warmup_steps: int = 400
+    gan_steps: int = 200
+    perceptual_weight: float = 1.0
+    disc_weight: float = 0.5       # factor on the adaptive λ (LDM's KL configs use 0.5)
+    disc_ch: int = 32
+    disc_layers: int = 2
+    # MoVQ
+    movq_f: int = 4
+    movq_latent_ch: int = 4
+    codebook_size: int = 128
+    movq_steps: int = 400
+    # DC-AE at high compression: 32×32 → 2×2 and 1×1
+    dc_fs: tuple = (16, 32)
+    dc_latent_ch: tuple = (16, 64)
+    dc_max_ch: int = 64
+    dc_steps: int = 400
+    # downstream LDMs
+    unet_ch: int = 16
+    unet_ch_mult: tuple = (1, 2)
+    ldm_gflop: float = 900.0
+    ldm_max_steps: int = 1000
+    sample_steps: int = 20
+    n_fid: int = 500
+    n_show: int = 10               # images per row in the figures and the widget
+    # the course table
+    table_n: int = 300             # samples per model for FID/IS (and test images for NLLs); the
+                                   # sampling time of these n is scaled to 1 000 images
+    table_ddpm_steps: int = 100    # ancestral DDPM steps of the pixel model's DDPM row (1000 = all)
+    table_ddim_steps: int = 20
 
 
 @dataclass(frozen=True)
@@ -187,6 +233,7 @@ class Preset:
     vq: VQConfig = field(default_factory=VQConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     amp: bool = False               # bf16 autocast in fit() (CUDA only)
     compile: bool = False           # torch.compile in fit() (CUDA only)
     seed: int = 0
@@ -199,21 +246,22 @@ class Preset:
 def _tiny() -> Preset:
     return Preset(
         name="tiny", device="cpu", minutes=1,
+        compression=CompressionConfig(n_train=1000, n_eval=100, batch_size=16, ch=8, warmup_steps=8, gan_steps=6, disc_ch=8, codebook_size=32, movq_steps=8, dc_fs=(16, 32), dc_latent_ch=(16, 32), dc_max_ch=32, dc_steps=8, unet_ch=8, ldm_gflop=1.0, ldm_max_steps=12, sample_steps=4, n_fid=50, n_show=6, table_n=50, table_ddpm_steps=10, table_ddim_steps=4),
         ae=AEConfig(hidden=128, steps=150, sweep_dims=(2, 8, 32), sweep_steps=60, n_eval=2000),
         vae=VAEConfig(hidden=128, steps=200, steps_2d=150, betas=(0.5, 1.0, 4.0), beta_steps=60,
                       iw_samples=16, n_eval=2000, n_eval_iw=200),
-        vq=VQConfig(num_codes=64, code_dim=8, ch=8, steps=40, extra_steps=0, batch_size=32, n_eval=1000,
+        vq=VQConfig(num_codes=64, code_dim=8, ch=8, steps=40, extra_steps=0, batch_size=32, n_eval=1000, kmeans_images=100,
                     n_tokens=2000, prior_dim=32, prior_depth=1, prior_heads=2, prior_steps=40, prior_batch_size=64),
         diffusion=DiffusionConfig(T=100, ch=8, ch_mult=(1, 2), steps=40, batch_size=16, eval_every=20,
                                   eval_steps=5, n_eval=32, n_fid=64, final_steps=10, n_traj=4,
-                                  traj_frames=6, guidance_values=(0.0, 1.0, 3.0), guidance_steps=5,
-                                  ddim_steps_list=(5, 10), ddpm_steps_list=(20, 100), n_fid_steps=32,
-                                  widget_steps=(5, 10), widget_etas=(0.0, 1.0), n_widget=4,
+                                  traj_frames=6, guidance_values=(0.0, 1.0, 3.0), n_guidance=20,
+                                  steps_list=(5, 10), n_fid_steps=32,
+                                  widget_steps=(5, 100), widget_etas=(0.0, 1.0), n_widget=4,
                                   invert_steps=10, warmup_steps=5),
-        ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, unet_ch=16, steps=150,
-                      pixel_steps=12, batch_size=32, compare_steps=60, sample_steps=8, n_fid=100, n_time=16,
-                      guidance_values=(0.0, 1.0, 3.0), study_ae_ch=8, study_ae_steps=15, study_unet_ch=8,
-                      study_steps=6, study_max_steps=24, study_evals=2, study_n_fid=50, study_sample_steps=4,
+        ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, steps=40, eval_every=20,
+                      samplers=(("ddim", 5), ("ddpm", 5)), n_fid=100, time_batch=16, guidance_values=(0.0, 1.0, 3.0),
+                      study_fs=(4, 8), study_latent_ch=(4, 4), study_ae_ch=8, study_ae_steps=15, study_unet_ch=8,
+                      study_gflop=2.0, study_batch_size=32, study_evals=2, study_n_fid=50, study_sample_steps=4,
                       study_n_train=1000),
     )
 
@@ -221,37 +269,41 @@ def _tiny() -> Preset:
 def _cpu() -> Preset:
     return Preset(
         name="cpu", device="cpu", minutes=10,
+        compression=CompressionConfig(),
         ae=AEConfig(hidden=512, steps=3000, sweep_steps=1500),
         vae=VAEConfig(hidden=512, steps=12000, steps_2d=3000, beta_steps=1500),
-        vq=VQConfig(ch=16, steps=600, extra_steps=600, n_tokens=60000, prior_dim=64, prior_depth=2, prior_steps=4000,
+        vq=VQConfig(ch=16, steps=450, extra_steps=750, n_tokens=60000, prior_dim=64, prior_depth=2, prior_steps=4000,
                     prior_lr=2e-3),
         diffusion=DiffusionConfig(),
-        ldm=LDMConfig(ae_ch=16, ae_steps=700, ae_batch_size=64, unet_ch=32, steps=2000, pixel_steps=240,
-                     batch_size=128, compare_steps=700, sample_steps=30, n_fid=400, study_ae_steps=250,
-                     study_unet_ch=16, study_steps=150, study_max_steps=4000, study_evals=3, study_n_fid=200, study_sample_steps=20),
+        ldm=LDMConfig(ae_ch=16, ae_steps=700, ae_batch_size=64, steps=3000, eval_every=250,
+                      samplers=(("ddim", 20), ("ddpm", 20)), n_fid=1000, study_fs=(2, 4, 8), study_latent_ch=(2, 4, 4),
+                      study_ae_steps=250, study_unet_ch=16, study_gflop=2000.0, study_evals=2,
+                      study_n_fid=200, study_sample_steps=20),
     )
 
 
 def _gpu() -> Preset:
     return Preset(
         name="gpu", device="cuda", minutes=3, amp=True,
+        compression=CompressionConfig(n_train=60000, n_eval=2000, batch_size=128, ch=32, warmup_steps=2000, gan_steps=1000, disc_ch=64, codebook_size=256, movq_steps=3000, dc_steps=3000, dc_max_ch=128, unet_ch=32, ldm_gflop=20000.0, ldm_max_steps=6000, sample_steps=50, n_fid=2000, table_n=2000, table_ddpm_steps=1000, table_ddim_steps=50),
         ae=AEConfig(hidden=1024, steps=6000, batch_size=256, sweep_steps=3000),
         vae=VAEConfig(hidden=1024, steps=40000, batch_size=256, lr=1e-3, steps_2d=6000,
                       beta_steps=3000, iw_samples=1000, n_eval_iw=10000),
-        vq=VQConfig(num_codes=512, code_dim=32, ch=64, steps=3000, extra_steps=3000, batch_size=256, lr=2e-3,
+        vq=VQConfig(num_codes=512, code_dim=32, ch=64, steps=2250, extra_steps=3750, batch_size=256, lr=2e-3,
                     n_eval=10000, n_tokens=60000, prior_dim=256, prior_depth=6, prior_heads=8, prior_steps=6000,
                     prior_batch_size=256, prior_lr=6e-4),
         diffusion=DiffusionConfig(ch=64, ch_mult=(1, 2, 2), num_res=2, patch=1, batch_size=256,
                                   steps=6000, lr=1e-3, warmup_steps=200, ema_decay=0.999,
                                   eval_every=2000, eval_steps=50, n_eval=1000, n_fid=2000,
-                                  final_method="ddpm", final_steps=1000, n_traj=16, traj_frames=41,
-                                  ddim_steps_list=(10, 20, 50, 100, 250), ddpm_steps_list=(100, 1000),
-                                  n_fid_steps=2000, widget_steps=(5, 10, 20, 50, 100, 250),
+                                  final_steps=1000, n_traj=16, traj_frames=41, n_guidance=1000,
+                                  steps_list=(10, 20, 50, 100, 250, 1000),
+                                  n_fid_steps=2000, widget_steps=(5, 10, 20, 50, 100, 250, 1000),
                                   n_widget=16),
-        ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, unet_ch=64, steps=5000, pixel_steps=5000,
-                     batch_size=256, compare_steps=2000, sample_steps=50, n_fid=2000, study_ae_ch=16,
-                     study_ae_steps=1000, study_unet_ch=32, study_steps=1500, study_max_steps=6000, study_evals=5,
-                     study_n_fid=1000, study_sample_steps=25, study_n_train=60000),
+        ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, steps=6000, eval_every=500,
+                      samplers=(("ddim", 50), ("ddpm", 50), ("ddpm", 250)), n_fid=2000, time_batch=256,
+                      study_ae_ch=32, study_ae_steps=1000, study_unet_ch=32, study_gflop=100000.0,
+                      study_batch_size=256, study_lr=1e-3, study_evals=4, study_n_fid=1000,
+                      study_sample_steps=25, study_n_train=60000),
     )
 
 
@@ -277,5 +329,5 @@ def get_preset(name: str | None = None, device: str | None = None) -> Preset:
     return preset
 
 
-__all__ = ["Preset", "AEConfig", "VAEConfig", "VQConfig", "DiffusionConfig", "LDMConfig",
+__all__ = ["Preset", "AEConfig", "VAEConfig", "VQConfig", "DiffusionConfig", "LDMConfig", "CompressionConfig",
            "get_preset", "NAMES", "replace"]

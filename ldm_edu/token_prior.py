@@ -57,6 +57,11 @@ class TokenPrior(nn.Module):
                  heads: int = 4, num_classes: int | None = None, dropout: float = 0.0):
         super().__init__()
         token_shape = tuple(int(s) for s in token_shape)
+        if num_codes < 1 or len(token_shape) != 2 or min(token_shape) < 1:
+            raise ValueError(f"need num_codes ≥ 1 and a token_shape (h, w) of positive sizes, got {num_codes}, "
+                             f"{token_shape}")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be ≥ 1 or None (unconditional), got {num_classes}")
         self.config = {"num_codes": num_codes, "token_shape": token_shape, "dim": dim, "depth": depth,
                        "heads": heads, "num_classes": num_classes, "dropout": dropout}
         self.num_codes, self.token_shape, self.num_classes = num_codes, token_shape, num_classes
@@ -102,6 +107,8 @@ class TokenPrior(nn.Module):
 
     def loss(self, tokens: torch.Tensor, y: torch.Tensor | None = None, p_uncond: float = 0.0) -> torch.Tensor:
         """Mean negative log-likelihood per token, in nats (labels dropped with prob. ``p_uncond``)."""
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond is a probability, got {p_uncond}")
         tokens = self._check(tokens, y)
         if y is not None and p_uncond > 0:
             drop = torch.rand(y.shape, device=y.device) < p_uncond
@@ -112,38 +119,52 @@ class TokenPrior(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
                guidance: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n token maps (n, h, w), one token at a time (L forward passes).
+        """Draw n token maps (n, h, w), one token at a time in raster order (L forward passes).
 
-        ``guidance`` > 1 with class labels: logits = uncond + g·(cond − uncond) (classifier-free)."""
+        ``guidance`` ≠ 1 with class labels: logits = uncond + w·(cond − uncond) (classifier-free);
+        ``temperature`` divides the logits; ``top_k`` keeps only the k likeliest codes."""
+        if n < 1:
+            raise ValueError(f"n must be ≥ 1, got {n}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be ≥ 1 (or None for no cut), got {top_k}")
+        if guidance != 1.0 and y is None:
+            raise ValueError("guidance mixes the conditional and unconditional logits: pass class labels y "
+                             "(or keep guidance=1.0)")
         device = self.pos.device
         if y is not None:
             y = y.to(device).long()
-            if len(y) != n:
-                raise ValueError(f"y must have {n} labels, got {len(y)}")
+            if y.shape != (n,):
+                raise ValueError(f"y must hold {n} labels, shape ({n},), got {tuple(y.shape)}")
         was_training = self.training
         self.eval()
         tokens = torch.zeros(n, 0, dtype=torch.long, device=device)
         for i in range(self.length):
+            # 1. logits of token i given the tokens so far (and the label); guidance mixes in the unconditional ones
             logits = self(tokens, y)[:, i].float()
             if y is not None and guidance != 1.0:
                 uncond = self(tokens, None)[:, i].float()
                 logits = uncond + guidance * (logits - uncond)
+            # 2. temperature, then keep only the top-k logits
             logits = logits / temperature
             if top_k:
                 kth = logits.topk(min(top_k, self.num_codes), dim=1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = logits.softmax(1)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
+            # 3. draw token i and append it
+            nxt = torch.multinomial(logits.softmax(1).cpu(), 1, generator=generator).to(device)
             tokens = torch.cat([tokens, nxt], dim=1)
         self.train(was_training)
         return tokens.view(n, *self.token_shape)
 
 
 def prior_loss(p_uncond: float = 0.0):
-    """A loss_fn for fit() on batches (tokens, labels) or tokens alone; reports bits per token too."""
+    """A loss_fn for fit() on batches (tokens, labels) or tokens alone; reports bits per token too.
+    Labels are dropped with probability ``p_uncond`` (for classifier-free guidance)."""
     import math
+
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond is a probability, got {p_uncond}")
 
     def loss_fn(model: TokenPrior, batch):
         tokens, y = (batch if isinstance(batch, (tuple, list)) else (batch, None))

@@ -13,6 +13,8 @@ exact size of the matching skip, so odd sizes (7 → 4 → 7) work.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -123,4 +125,21 @@ def _heads(channels: int, wanted: int) -> int:
     return next(h for h in (wanted, 4, 2, 1) if channels % h == 0)
 
 
-__all__ = ["UNet"]
+_CONFIG_FIELDS = ("ch", "ch_mult", "num_res", "attn", "num_classes", "patch", "dropout", "heads")
+
+
+def unet_from_config(cfg, in_ch: int = 1, image_size: int = 28, device="cpu") -> UNet:
+    """The one UNet factory, for pixel and latent UNets alike: ``UNet(in_ch, image_size, **cfg)``.
+
+    ``cfg`` is any object (a preset's DiffusionConfig, a SimpleNamespace) or a mapping with some of
+    ch, ch_mult, num_res, attn, num_classes, patch (dropout, heads); a missing one takes the UNet
+    default. Returns the UNet on ``device``."""
+    get = cfg.get if isinstance(cfg, Mapping) else (lambda k, d: getattr(cfg, k, d))
+    missing = object()
+    kwargs = {k: v for k in _CONFIG_FIELDS if (v := get(k, missing)) is not missing}
+    if "ch_mult" in kwargs:
+        kwargs["ch_mult"] = tuple(kwargs["ch_mult"])
+    return UNet(in_ch=in_ch, image_size=image_size, **kwargs).to(device)
+
+
+__all__ = ["UNet", "unet_from_config"]

@@ -15,7 +15,7 @@ IMAGE_SHAPE = (1, 28, 28)
 
 
 def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """‖z_i − e_k‖² for all rows z_i (N, D) and codes e_k (K, D) → (N, K).
+    """‖z_i − e_k‖² for all rows z_i (N, D) and codes e_k (K, D) → (N, K) (the distance of eq. 20).
 
     Expanded as ‖z‖² − 2 z·e + ‖e‖² (one matrix product), so no (N, K, D) temporary is built.
     """
@@ -44,26 +44,30 @@ class VectorQuantizer(nn.Module):
 
     Two ways to learn the codebook:
     - ``ema=False``: the codebook loss ‖sg[z_e] − e‖² (eq. 23) moves the codes;
-    - ``ema=True``: codes are running means of the vectors assigned to them (an online k-means
-      step, van den Oord 2017 app. A.1, Razavi 2019): N_k ← γN_k + (1−γ)n_k,
-      m_k ← γm_k + (1−γ)Σ_{i: k_i = k} z_i, e_k = m_k / Ñ_k with Laplace-smoothed counts Ñ.
-    Either way the commitment loss β‖z_e − sg[e]‖² (eq. 24) keeps the encoder near its codes;
-    ``loss`` = codebook term + β · commitment term (eq. 25 without the reconstruction term),
-    both as means over all elements (like F.mse_loss).
+    - ``ema=True`` (default): codes are running means of the vectors assigned to them (an online
+      k-means step; slides, van den Oord 2017 app. A.1, Razavi 2019), see ``ema_step``.
+    Either way the commitment loss β‖z_e − sg[e]‖² (eq. 24) keeps the encoder near its codes.
+    ``loss`` = codebook term + β · commitment term (eq. 25 without the reconstruction term), both
+    as **means over the B·D·H·W latent elements** (like F.mse_loss); multiply by D·H·W for the
+    per-image sums of eq. 25 (``VQVAE`` and ``latent.FirstStage`` do).
 
-    ``restart_dead=True`` re-seeds codes whose running usage (assignments per batch, averaged
-    with ``usage_decay``) falls below ``dead_threshold`` with random encoder outputs of the
-    current batch (Dhariwal et al. 2020, Jukebox). ``init_kmeans(z)`` sets the codes by k-means.
+    ``restart_dead=True`` (default) re-seeds codes whose running usage (assignments per batch,
+    averaged with ``usage_decay``) falls below ``dead_threshold`` with random encoder outputs of
+    the current batch (Dhariwal et al. 2020, Jukebox). ``init_kmeans(z)`` sets the codes by k-means.
     """
 
-    def __init__(self, num_codes: int = 512, code_dim: int = 16, beta: float = 0.25, ema: bool = False,
-                 decay: float = 0.99, eps: float = 1e-5, restart_dead: bool = False,
+    def __init__(self, num_codes: int = 512, code_dim: int = 16, beta: float = 0.25, ema: bool = True,
+                 decay: float = 0.99, eps: float = 1e-5, restart_dead: bool = True,
                  dead_threshold: float = 1.0, usage_decay: float = 0.99):
         super().__init__()
         if num_codes < 1 or code_dim < 1:
             raise ValueError(f"num_codes and code_dim must be ≥ 1, got {num_codes}, {code_dim}")
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        for name, v in (("decay", decay), ("usage_decay", usage_decay)):
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be in [0, 1) (the weight of the running average's past), got {v}")
+        for name, v in (("beta", beta), ("eps", eps), ("dead_threshold", dead_threshold)):
+            if not v >= 0:
+                raise ValueError(f"{name} must be ≥ 0, got {v}")
         self.config = {"num_codes": num_codes, "code_dim": code_dim, "beta": beta, "ema": ema,
                        "decay": decay, "eps": eps, "restart_dead": restart_dead,
                        "dead_threshold": dead_threshold, "usage_decay": usage_decay}
@@ -78,10 +82,11 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.zeros(num_codes))                    # running assignments / batch
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))      # codes re-seeded so far
 
-    # --- the three steps of eq. 20, 23-25 -------------------------------------------------
+    # --- quantisation (eq. 20-25) ---------------------------------------------------------
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Indices of the nearest codes for rows z (N, D) (eq. 20)."""
-        return squared_distances(z, self.codebook.detach().float()).argmin(1)
+        """Indices (N,) of the nearest codes for rows z (N, D) (eq. 20), in ≥ float32 precision."""
+        dtype = torch.promote_types(torch.promote_types(z.dtype, self.codebook.dtype), torch.float32)
+        return squared_distances(z.to(dtype), self.codebook.detach().to(dtype)).argmin(1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Token map (B, H, W) of code indices → quantised vectors (B, D, H, W)."""
@@ -94,74 +99,108 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z_e: torch.Tensor) -> dict:
         """Quantise z_e (B, D, H, W). Returns a dict: ``z_q`` (straight-through, B×D×H×W),
-        ``indices`` (B, H, W), ``loss``, ``codebook_loss``, ``commitment_loss``, ``counts`` (K,),
-        ``perplexity``. In training mode the EMA update and dead-code restarts happen here."""
+        ``indices`` (B, H, W), ``loss``, ``codebook_loss``, ``commitment_loss`` (means per latent
+        element), ``counts`` (K,), ``perplexity``. In training mode the codebook maintenance (EMA
+        step, dead-code restarts) happens between steps 2 and 3."""
         check_image_batch(z_e, self.code_dim, name="VectorQuantizer input (the encoder output z_e)")
         with torch.autocast(z_e.device.type, enabled=False):   # argmin in bf16 would pick wrong codes
-            z_e = z_e.float()
+            z_e = z_e.to(torch.promote_types(self.codebook.dtype, torch.float32))
             b, d, h, w = z_e.shape
-            flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)             # (N, D), N = B·H·W
-            idx = self.nearest(flat.detach())
-            counts = torch.bincount(idx, minlength=self.num_codes).float()
-            if self.training:
-                self._update(flat.detach(), idx, counts)
-                if self.ema or self.restart_dead:                 # codes moved: look up again
-                    idx = self.nearest(flat.detach())
-                    counts = torch.bincount(idx, minlength=self.num_codes).float()
-            # F.embedding: its CPU backward sums rows in a fixed order (codebook[idx] did not, so runs differed)
-            e = F.embedding(idx, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)  # e_k, differentiable w.r.t. the codebook
-            codebook_loss = F.mse_loss(e, z_e.detach())              # eq. 23: ‖sg[z_e] − e‖²
-            commitment_loss = F.mse_loss(z_e, e.detach())            # eq. 24: ‖z_e − sg[e]‖²
+            flat = z_e.permute(0, 2, 3, 1).reshape(-1, d).detach()      # (N, D), N = B·H·W
+            # 1. squared distances ‖z_e − e_j‖² to every code (eq. 20), one (N, K) matrix product
+            dist = squared_distances(flat, self.codebook.detach().to(flat.dtype))
+            # 2. nearest code k = argmin_j (eq. 20): the one-hot posterior q(z = k | x) (eq. 21)
+            idx = dist.argmin(1)
+            if self.training and self._maintain(flat, idx):      # EMA / restarts moved codes: assign again
+                idx = self.nearest(flat)
+            # 3. z_q = e_k (F.embedding: its CPU backward sums rows in a fixed order, so runs repeat)
+            e = F.embedding(idx, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)
+            # 4. codebook loss ‖sg[z_e] − e‖² (eq. 23) moves only the codes, commitment loss
+            #    ‖z_e − sg[e]‖² (eq. 24) only the encoder; the VQ part of eq. 25 (no codebook term with EMA)
+            codebook_loss = F.mse_loss(e, z_e.detach())
+            commitment_loss = F.mse_loss(z_e, e.detach())
             loss = self.beta * commitment_loss + (0.0 if self.ema else codebook_loss)
-            z_q = z_e + (e - z_e).detach()                           # straight-through estimator
+            # 5. straight-through estimator: the value is e_k, the gradient that of z_e
+            z_q = z_e + (e - z_e).detach()
+        counts = torch.bincount(idx, minlength=self.num_codes).float()
         return {"z_q": z_q, "indices": idx.view(b, h, w), "loss": loss, "codebook_loss": codebook_loss,
                 "commitment_loss": commitment_loss, "counts": counts,
                 "perplexity": codebook_perplexity(counts)}
 
     # --- codebook maintenance -------------------------------------------------------------
+    def _check_rows(self, z: torch.Tensor, idx: torch.Tensor | None = None) -> None:
+        if z.dim() != 2 or z.shape[1] != self.code_dim:
+            raise ValueError(f"z must hold rows (N, {self.code_dim}), got {tuple(z.shape)}")
+        if idx is not None and (idx.shape != (z.shape[0],) or idx.dtype not in (torch.int64, torch.int32)
+                                or (idx.numel() and (idx.min() < 0 or idx.max() >= self.num_codes))):
+            raise ValueError(f"idx must be {z.shape[0]} integer code indices in [0, {self.num_codes - 1}], "
+                             f"got {idx.dtype} {tuple(idx.shape)}")
+
     @torch.no_grad()
     def ema_step(self, z: torch.Tensor, idx: torch.Tensor) -> None:
-        """One EMA (online k-means) update of the codebook from rows z (N, D) assigned to idx.
+        """One EMA (online k-means) update of the codebook from rows z (N, D) assigned to codes idx
+        (slides: "k-means step with EMA"; van den Oord 2017 app. A.1; Razavi 2019).
 
-        decay = 0 is exactly one k-means (Lloyd) step for the used codes; codes with a zero
-        count keep their position."""
-        onehot_sum = torch.zeros_like(self.ema_sum).index_add_(0, idx, z)            # Σ_{i: k_i = k} z_i
-        counts = torch.bincount(idx, minlength=self.num_codes).to(z.dtype)
-        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot_sum, alpha=1 - self.decay)
+        γ = ``decay``. With γ = 0 *and* ε = 0 this is exactly one k-means (Lloyd) step for the used
+        codes; ε > 0 shrinks every code by the factor n_k / Ñ_k ≠ 1. A code that gets no vector is
+        not frozen: N_k and m_k both decay by γ per step, and once N_k falls to the order of ε,
+        e_k = m_k / Ñ_k slides towards the origin."""
+        self._check_rows(z, idx)
+        self._ema_step(z, idx)
+
+    def _ema_step(self, z: torch.Tensor, idx: torch.Tensor) -> None:
+        # 1. this batch's statistics per code: n_k = #{i: k_i = k}, s_k = Σ_{i: k_i = k} z_i
+        n_k = torch.bincount(idx, minlength=self.num_codes).to(z.dtype)
+        s_k = torch.zeros_like(self.ema_sum).index_add_(0, idx, z)
+        # 2. running averages: N_k ← γ N_k + (1 − γ) n_k,  m_k ← γ m_k + (1 − γ) s_k
+        self.ema_count.mul_(self.decay).add_(n_k, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(s_k, alpha=1 - self.decay)
+        # 3. Laplace smoothing: Ñ_k = (N_k + ε) / (Σ_j N_j + K ε) · Σ_j N_j  (no division by 0)
         n = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n   # Laplace smoothing
-        new = self.ema_sum / smoothed[:, None]
-        self.codebook.data.copy_(torch.where(self.ema_count[:, None] > 0, new, self.codebook.data))
+        smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
+        # 4. every code is the running mean of its vectors: e_k = m_k / Ñ_k
+        #    (a code with N_k exactly 0, possible only with ε = 0, keeps its place)
+        self.codebook.data.copy_(torch.where(self.ema_count[:, None] > 0, self.ema_sum / smoothed[:, None],
+                                             self.codebook.data))
 
     @torch.no_grad()
     def restart_dead_codes(self, z: torch.Tensor) -> int:
-        """Re-seed codes whose running usage is below ``dead_threshold`` with random rows of z.
-        Returns how many codes were restarted."""
+        """Re-seed codes whose running usage is below ``dead_threshold`` with random rows of z (N, D)
+        (Dhariwal et al. 2020). Returns how many codes were restarted."""
+        self._check_rows(z)
+        return self._restart_dead_codes(z)
+
+    def _restart_dead_codes(self, z: torch.Tensor) -> int:
+        # 1. dead codes: running usage (assignments per batch) below the threshold
         dead = (self.usage < self.dead_threshold).nonzero().flatten()
         if dead.numel() == 0:
             return 0
+        # 2. each goes to a random encoder output of this batch; its EMA statistics restart there
         pick = torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)
         self.codebook.data[dead] = z[pick]
         self.ema_sum[dead] = z[pick]
         self.ema_count[dead] = 1.0
-        # a grace period: a restarted code counts as average until it proves otherwise
+        # 3. a grace period: a restarted code counts as average until it proves otherwise
         self.usage[dead] = max(self.usage.mean().item(), 2 * self.dead_threshold)
         self.restarts += dead.numel()
         return int(dead.numel())
 
     @torch.no_grad()
-    def _update(self, z: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
+    def _maintain(self, z: torch.Tensor, idx: torch.Tensor) -> bool:
+        """Training-time bookkeeping after the assignment: usage, EMA step, restarts.
+        Returns True when codes may have moved (then the caller assigns again)."""
+        counts = torch.bincount(idx, minlength=self.num_codes).to(self.usage.dtype)
         self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
         if self.ema:
-            self.ema_step(z, idx)
+            self._ema_step(z, idx)
         if self.restart_dead:
-            self.restart_dead_codes(z)
+            self._restart_dead_codes(z)
+        return self.ema or self.restart_dead
 
     @torch.no_grad()
     def init_kmeans(self, z: torch.Tensor, iters: int = 50, seed: int = 0) -> None:
         """Set the codebook to k-means centroids of encoder outputs z (N, D) or (B, D, H, W)
-        (scikit-learn; N must be ≥ K). Resets the EMA statistics to match."""
+        (scikit-learn, k-means++ seeding; N must be ≥ K). Resets the EMA statistics to match."""
         from sklearn.cluster import KMeans
 
         if z.dim() == 4:
@@ -179,10 +218,16 @@ class VectorQuantizer(nn.Module):
 
 class VQVAE(nn.Module):
     """VQ-VAE with a spatial token map: x (B, 1, 28, 28) → z_e (B, D, 7, 7) → 7×7 code indices
-    → z_q → x̂ (B, 1, 28, 28). Loss (eq. 25): ‖x − 𝒟(z_q)‖² (eq. 22, mean per pixel) + VQ terms.
+    → z_q → x̂ (B, 1, 28, 28).
 
-    ``ch_mult`` of length 3 gives f = 4 (28 → 7); the decoder output is unconstrained (clamp to
-    [0, 1] for display)."""
+    Loss: eq. 25 per image, ‖x − x̂‖² + ‖sg[z_e] − e‖² + β‖z_e − sg[e]‖² with every norm summed over
+    its image (C·H·W pixels) or its latent (D·h·w elements), divided by the constant C·H·W = 784 so
+    that it reads as a per-pixel MSE. So β weighs the commitment against the reconstruction as in
+    van den Oord et al. whatever D and h·w are: ``recon`` is the MSE per pixel, ``vq_loss`` the
+    quantiser's per-element ``loss`` times ``vq_weight`` = D·h·w / C·H·W.
+
+    Defaults match ``VectorQuantizer`` (EMA codebook, dead-code restarts). ``ch_mult`` of length 3
+    gives f = 4 (28 → 7); the decoder output is unconstrained (clamp to [0, 1] for display)."""
 
     def __init__(self, num_codes: int = 512, code_dim: int = 16, ch: int = 32, ch_mult: tuple = (1, 2, 2),
                  num_res: int = 1, beta: float = 0.25, ema: bool = True, decay: float = 0.99,
@@ -196,6 +241,8 @@ class VQVAE(nn.Module):
         self.quantizer = VectorQuantizer(num_codes, code_dim, beta, ema, decay, eps, restart_dead, dead_threshold)
         self.decoder = ConvDecoder(code_dim, 1, ch, ch_mult, num_res, out_size=IMAGE_SHAPE[1])
         self.token_shape = tuple([self.decoder.sizes[0]] * 2)      # (7, 7) for ch_mult of length 3
+        n_pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+        self.vq_weight = code_dim * self.token_shape[0] * self.token_shape[1] / n_pixels   # D·h·w / C·H·W
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """z_e = ℰ(x), (B, D, h, w)."""
@@ -210,6 +257,8 @@ class VQVAE(nn.Module):
         return self.quantizer.nearest(flat).view(z.shape[0], *z.shape[2:])
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """Quantised latents (B, D, h, w) → x̂ (B, 1, 28, 28), unclamped."""
+        check_image_batch(z_q, self.quantizer.code_dim, self.token_shape, "VQVAE latent z_q")
         return self.decoder(z_q)
 
     def decode_tokens(self, indices: torch.Tensor) -> torch.Tensor:
@@ -220,31 +269,38 @@ class VQVAE(nn.Module):
         return self.decode(self.quantizer.lookup(indices)).clamp(0, 1)
 
     def forward(self, x: torch.Tensor) -> dict:
+        """Quantiser outputs plus ``x_hat``, ``recon`` (MSE per pixel, eq. 22), ``vq_loss`` (the VQ
+        terms on the same per-image scale) and ``loss`` = recon + vq_loss (eq. 25 / C·H·W)."""
         q = self.quantizer(self.encode(x))
-        x_hat = self.decode(q["z_q"])
-        recon = F.mse_loss(x_hat, x)                                   # eq. 22
-        return {**q, "x_hat": x_hat, "recon": recon, "vq_loss": q["loss"], "loss": recon + q["loss"]}
+        x_hat = self.decoder(q["z_q"])
+        recon = F.mse_loss(x_hat, x)                        # ‖x − x̂‖² / (C·H·W), eq. 22
+        vq_loss = self.vq_weight * q["loss"]                # (‖sg[z_e] − e‖² + β‖z_e − sg[e]‖²) / (C·H·W)
+        return {**q, "x_hat": x_hat, "recon": recon, "vq_loss": vq_loss, "loss": recon + vq_loss}
 
 
-def vqvae_loss(model: VQVAE, x: torch.Tensor):
-    """A loss_fn for fit(): eq. 25 (reconstruction + codebook + β·commitment), with metrics."""
+def vqvae_loss(model: VQVAE, batch):
+    """A loss_fn for fit() (like ``first_stage_loss``): eq. 25 per image / C·H·W on a batch of
+    images in [0, 1] (or (images, labels)), with the terms and the codebook usage as metrics."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
     out = model(x)
-    return out["loss"], {"recon": out["recon"], "vq": out["vq_loss"], "perplexity": out["perplexity"],
-                         "used": (out["counts"] > 0).sum()}
+    return out["loss"], {"recon": out["recon"], "vq": out["vq_loss"], "commitment": out["commitment_loss"],
+                         "perplexity": out["perplexity"], "used": (out["counts"] > 0).sum()}
 
 
 @torch.no_grad()
 def evaluate_vqvae(model: VQVAE, x: torch.Tensor, batch_size: int = 500) -> dict:
     """Tokenise and reconstruct ``x`` (N, 1, 28, 28) in [0, 1]: mean PSNR (dB) of the decoded
-    tokens, code-usage ``counts`` (K,), number of ``used`` codes and the usage ``perplexity``."""
-
+    tokens and its standard error over the images (``psnr_se``), code-usage ``counts`` (K,), number
+    of ``used`` codes, the usage ``perplexity`` and the token maps."""
+    check_image_batch(x, 1, IMAGE_SHAPE[1:], "evaluate_vqvae images")
     model.eval()
     tokens, scores = [], []
     for i in range(0, len(x), batch_size):
         t = model.tokenize(x[i:i + batch_size])
         tokens.append(t)
         scores.append(psnr(x[i:i + batch_size], model.decode_tokens(t)))
-    tokens = torch.cat(tokens)
+    tokens, scores = torch.cat(tokens), torch.cat(scores)
     counts = torch.bincount(tokens.flatten(), minlength=model.quantizer.num_codes).float().cpu()
-    return {"psnr": torch.cat(scores).mean().item(), "counts": counts, "used": int((counts > 0).sum()),
+    se = scores.std().item() / len(scores) ** 0.5 if len(scores) > 1 else float("nan")
+    return {"psnr": scores.mean().item(), "psnr_se": se, "counts": counts, "used": int((counts > 0).sum()),
             "perplexity": codebook_perplexity(counts).item(), "tokens": tokens}

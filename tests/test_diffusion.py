@@ -8,10 +8,25 @@ import math
 import pytest
 import torch
 
-from ldm_edu.diffusion import (GaussianEpsModel, NoiseSchedule, ddim_invert, ddim_sigma, ddim_step,
-                               ddpm_step, diffusion_loss, guided_eps, predict_x0, q_sample, q_step,
-                               sample, slerp)
+from ldm_edu.diffusion import (NoiseSchedule, ddim_invert, ddim_reverse_step, ddim_sigma,
+                               ddim_step, ddpm_step, diffusion_loss, guided_eps, predict_x0, q_sample, q_step,
+                               sample, sample_images, sample_progressive, slerp)
 
+
+class GaussianEpsModel(torch.nn.Module):
+    """The *optimal* ε-predictor when the data is a single Gaussian N(μ, s² I), an independent reference:
+    x_t ~ N(√ᾱ_t μ, (ᾱ_t s² + 1 − ᾱ_t) I), so E[ε | x_t] = √(1−ᾱ_t) (x_t − √ᾱ_t μ) / (ᾱ_t s² + 1 − ᾱ_t)."""
+
+    num_classes = None
+
+    def __init__(self, schedule: NoiseSchedule, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.schedule, self.mean, self.std = schedule, float(mean), float(std)
+
+    def forward(self, x, t, y=None):
+        ab = self.schedule.alpha_bars[torch.as_tensor(t).long()].to(x)
+        ab = ab.view(-1, *([1] * (x.dim() - 1))) if ab.dim() else ab
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -39,16 +54,26 @@ def test_cosine_schedule_matches_formula():
     assert (s.alpha_bars[1:] < s.alpha_bars[:-1]).all()
 
 
-def test_snr_posterior_variance_and_alpha_bar_at_minus_one():
+def test_snr_posterior_variance_and_the_clean_index():
     s = NoiseSchedule(100, "linear")
-    ab = s.alpha_bars.double()
-    assert torch.allclose(s.snr.double(), ab / (1 - ab), rtol=1e-3)
+    assert s.alpha_bars.dtype == torch.float64 and not hasattr(s, "ab") and not hasattr(s, "alpha_bar")
+    ab = s.alpha_bars
+    assert torch.allclose(s.snr, ab / (1 - ab), rtol=1e-12)
     pv = s.posterior_variance
     assert pv[0].item() == 0.0
     t = 37
-    assert pv[t].item() == pytest.approx(((1 - s.alpha_bars[t - 1]) / (1 - s.alpha_bars[t]) * s.betas[t]).item(), rel=1e-5)
-    assert s.alpha_bar(-1).item() == 1.0
-    assert s.alpha_bar(torch.tensor([-1, 5])).tolist() == pytest.approx([1.0, s.alpha_bars[5].item()])
+    assert pv[t].item() == pytest.approx(((1 - s.alpha_bars[t - 1]) / (1 - s.alpha_bars[t]) * s.betas[t]).item(), rel=1e-12)
+    # t_prev = −1 is the clean data (ᾱ = 1): a deterministic step there returns x̂_0 itself
+    x, eps = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    torch.testing.assert_close(ddim_step(s, x, eps, 5, -1), predict_x0(s, x, eps, 5))
+    torch.testing.assert_close(ddpm_step(s, x, eps, 0, noise=torch.randn_like(x), clip_x0=1e9), predict_x0(s, x, eps, 0))
+
+
+def test_cosine_schedule_ends_near_2e9():
+    """The clip β ≤ 0.999 makes the cosine ᾱ fall to ≈ 2.4e-9 at the last step (lesson 04's number)."""
+    s = NoiseSchedule(1000, "cosine")
+    assert 1e-9 < s.alpha_bars[-1].item() < 5e-9
+    assert s.snr[-1].item() == pytest.approx(s.alpha_bars[-1].item(), rel=1e-6)
 
 
 def test_timesteps_subsequence():
@@ -62,6 +87,12 @@ def test_timesteps_subsequence():
     assert torch.equal(s.timesteps(), torch.arange(999, -1, -1))
     with pytest.raises(ValueError, match="steps"):
         s.timesteps(0)
+
+
+def test_linear_schedule_with_few_steps_stays_a_schedule():
+    """β scales by 1000/T, so T < 21 would give β > 1; β is clipped at 0.999 as the cosine one is."""
+    s = NoiseSchedule(10, "linear")
+    assert s.betas.max().item() == pytest.approx(0.999) and (s.alpha_bars > 0).all()
 
 
 def test_bad_schedule_input():
@@ -86,6 +117,14 @@ def test_bad_schedule_input():
         ddpm_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 3, variance="big")
     with pytest.raises(ValueError, match="eps"):
         ddpm_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 3), 3)
+    with pytest.raises(ValueError, match="noise"):
+        ddpm_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 3, noise=torch.zeros(2, 1, 2, 2))
+    with pytest.raises(ValueError, match="t_prev"):
+        ddpm_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 3, 3)
+    with pytest.raises(ValueError, match="t_next"):
+        ddim_reverse_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 5, 2)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_step(s, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), 3, 1, eta=-0.1)
 
 
 # ----------------------------------------------------------------------------- forward process
@@ -101,11 +140,11 @@ def test_q_sample_mean_and_variance_monte_carlo():
     # per-sample timesteps
     t = torch.tensor([0, 999])
     out = q_sample(s, torch.ones(2, 1, 2, 2), t, torch.zeros(2, 1, 2, 2))
-    assert torch.allclose(out[:, 0, 0, 0], s.alpha_bars[t].sqrt())
+    assert torch.allclose(out[:, 0, 0, 0], s.alpha_bars[t].sqrt().float())
 
 
 def test_forward_chain_equals_closed_form_in_distribution():
-    """Iterating seed eq. 3 t times gives the same Gaussian as one jump with seed eq. 4."""
+    """Iterating the chain (Ho et al. eq. 2, seed eq. 3) t times gives the Gaussian of one jump (Ho et al. eq. 4)."""
     torch.manual_seed(1)
     s = NoiseSchedule(200, "cosine")
     x0 = torch.randn(1, 1, 1, 1).expand(40000, 1, 1, 1).clone() * 0 + 0.5
@@ -182,12 +221,27 @@ def test_samplers_reproduce_the_data_gaussian(method, steps, eta):
     assert x.std().item() == pytest.approx(std, rel=0.06)
 
 
-def test_trajectory_records_every_step():
+@pytest.mark.parametrize("method", ["ddpm", "ddim"])
+def test_progressive_sampler_is_the_trajectory_of_sample(method):
     s, m = _gauss_setup(100)
-    x, traj = sample(m, s, (2, 1, 3, 3), method="ddim", steps=10, return_trajectory=True, progress=False)
-    assert len(traj.xs) == 11 and len(traj.x0_preds) == 10 and len(traj.timesteps) == 10
-    assert torch.equal(traj.xs[-1], x)
-    assert traj.timesteps[0] == 99 and traj.timesteps[-1] == 0
+    traj = list(sample_progressive(m, s, (2, 1, 3, 3), method=method, steps=10, eta=0.5,
+                                   generator=torch.Generator().manual_seed(4), progress=False))
+    x = sample(m, s, (2, 1, 3, 3), method=method, steps=10, eta=0.5, generator=torch.Generator().manual_seed(4),
+               progress=False)
+    assert [st.t for st in traj] == s.timesteps(10).tolist() + [-1]
+    assert torch.equal(traj[-1].x_t, x) and torch.equal(traj[-1].x0_hat, x)
+    # each x̂_0 is the closed form solved for x_0 with the model's ε at that state
+    for st in traj[:-1]:
+        torch.testing.assert_close(st.x0_hat, predict_x0(s, st.x_t, m(st.x_t, torch.tensor(st.t)), st.t))
+    g = torch.Generator().manual_seed(4)
+    assert torch.equal(traj[0].x_t, torch.randn((2, 1, 3, 3), generator=g))     # x_T drawn first
+
+
+def test_sample_restores_training_mode():
+    s, m = _gauss_setup(10)
+    m.train()
+    sample(m, s, (1, 1, 2, 2), method="ddim", steps=3, progress=False)
+    assert m.training
 
 
 def test_ddim_few_steps_is_a_discretisation_that_converges():
@@ -199,6 +253,17 @@ def test_ddim_few_steps_is_a_discretisation_that_converges():
         x = sample(m, s, (4000, 1, 2, 2), method="ddim", steps=steps, generator=g, progress=False)
         errs.append(abs(x.std().item() - 0.3))
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.006
+
+
+def test_ddim_reverse_step_undoes_the_deterministic_step():
+    """With the same ε̂, going down (η = 0) then up returns the start exactly — an algebraic inverse."""
+    s = NoiseSchedule(1000, "cosine")
+    x, eps = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    for t, tp in ((999, 960), (500, 20), (40, -1)):
+        down = ddim_step(s, x, eps, t, tp)
+        torch.testing.assert_close(ddim_reverse_step(s, down, eps, tp, t), x, rtol=1e-6, atol=1e-6 / s.alpha_bars[t].sqrt().item())
+    # by hand: from the data (t = −1) x̂_0 = x, so one step up is the closed form with ε̂
+    torch.testing.assert_close(ddim_reverse_step(s, x, eps, -1, 300), q_sample(s, x, 300, eps))
 
 
 def test_ddim_inversion_round_trip():
@@ -213,6 +278,37 @@ def test_ddim_inversion_round_trip():
         errs.append((back - x0).abs().max().item())
         assert 0.7 < x_T.std().item() < 1.3
     assert errs[1] < 0.01 and errs[0] < 0.15 and errs[1] < errs[0] / 5
+
+
+def test_strided_ddpm_is_algorithm2_on_the_respaced_chain():
+    """ddpm_step(t → t′) = Algorithm 2 with α = ᾱ_t/ᾱ_t′; with σ² = β̃ it equals DDIM η = 1 on the jump."""
+    s = NoiseSchedule(1000, "cosine")
+    x, eps, z = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    for t, tp in ((999, 949), (600, 300), (50, 0)):
+        ab, abp = s.alpha_bars[t].item(), s.alpha_bars[tp].item()
+        a = ab / abp
+        want = (x - (1 - a) / math.sqrt(1 - ab) * eps) / math.sqrt(a) + math.sqrt(1 - a) * z
+        torch.testing.assert_close(ddpm_step(s, x, eps, t, tp, noise=z, variance="beta"), want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ddpm_step(s, x, eps, t, tp, noise=z), ddim_step(s, x, eps, t, tp, eta=1.0, noise=z),
+                                   rtol=1e-4, atol=1e-4)
+        # with clipping: the posterior mean of the clipped x̂_0 equals DDIM(η = 1) with ε recomputed from it
+        torch.testing.assert_close(ddpm_step(s, x, eps, t, tp, noise=z, clip_x0=1.0),
+                                   ddim_step(s, x, eps, t, tp, eta=1.0, noise=z, clip_x0=1.0), rtol=1e-4, atol=1e-4)
+
+
+def test_algorithm1_by_hand_equals_diffusion_loss_with_the_same_generator():
+    s = NoiseSchedule(50, "cosine")
+    m = _ToyCond()
+    x0, y = torch.randn(6, 1, 3, 3), torch.arange(6) % 10
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, s.T, (6,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    drop = torch.rand(6, generator=g) < 0.5
+    ab = s.alpha_bars[t].float().view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    want = (m(x_t, t, torch.where(drop, 10, y)) - eps).pow(2).mean()
+    got = diffusion_loss(m, s, x0, y=y, p_uncond=0.5, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, want)
 
 
 def test_ddim_with_all_steps_eta1_approaches_ddpm_distribution():
@@ -260,6 +356,9 @@ def test_guidance_combination():
     assert out.flatten().tolist() == pytest.approx([11 + 3 * (2 - 11), 11 + 3 * (3 - 11)])
     assert guided_eps(m, x, 5, y, guidance=1.0).flatten().tolist() == [2.0, 3.0]
     assert guided_eps(m, x, 5, y, guidance=0.0).flatten().tolist() == [11.0, 11.0]
+    # Ho & Salimans' form (1 + w′) ε_c − w′ ε_u with w′ = w − 1
+    w_hs = 2.0
+    assert out.flatten().tolist() == pytest.approx([(1 + w_hs) * 2 - w_hs * 11, (1 + w_hs) * 3 - w_hs * 11])
     with pytest.raises(ValueError, match="labels"):
         guided_eps(m, x, 5, None, guidance=2.0)
 
@@ -281,6 +380,46 @@ def test_sample_bad_input():
         sample(m, s, (1, 1, 2, 2), x_T=torch.zeros(2, 1, 2, 2), progress=False)
     with pytest.raises(ValueError, match="steps"):
         sample(m, s, (1, 1, 2, 2), method="ddim", steps=11, progress=False)
+    with pytest.raises(ValueError, match="variance"):
+        sample(m, s, (1, 1, 2, 2), method="ddpm", variance="huge", progress=False)
+    with pytest.raises(ValueError, match="eta"):
+        sample(m, s, (1, 1, 2, 2), method="ddim", eta=-1.0, progress=False)
+
+
+# ----------------------------------------------------------------------------- many images
+def _fake_sampler(calls):
+    def fn(k, y, generator):
+        calls.append((k, None if y is None else y.tolist()))
+        return torch.rand(k, 1, 2, 2, generator=generator)
+    return fn
+
+
+def test_sample_images_batches_labels_seed_and_time():
+    calls = []
+    out = sample_images(_fake_sampler(calls), 23, batch_size=10, seed=3)
+    assert out.images.shape == (23, 1, 2, 2) and out.seconds >= 0
+    assert [k for k, _ in calls] == [10, 10, 3]
+    assert sum((y for _, y in calls), []) == [i % 10 for i in range(23)]      # balanced 0-9, in order
+    again = sample_images(_fake_sampler([]), 23, batch_size=10, seed=3).images
+    other = sample_images(_fake_sampler([]), 23, batch_size=10, seed=4).images
+    assert torch.equal(out.images, again) and not torch.equal(out.images, other)
+    calls.clear()
+    sample_images(_fake_sampler(calls), 4, labels=None)
+    assert calls == [(4, None)]
+    calls.clear()
+    sample_images(_fake_sampler(calls), 3, labels=torch.tensor([7, 7, 1]))
+    assert calls == [(3, [7, 7, 1])]
+
+
+def test_sample_images_bad_input():
+    with pytest.raises(ValueError, match="labels"):
+        sample_images(_fake_sampler([]), 3, labels=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="labels"):
+        sample_images(_fake_sampler([]), 3, labels="random")
+    with pytest.raises(ValueError, match="n and batch_size"):
+        sample_images(_fake_sampler([]), 0)
+    with pytest.raises(ValueError, match="must return k images"):
+        sample_images(lambda k, y, g: torch.zeros(k + 1, 1, 2, 2), 3)
 
 
 def test_diffusion_batches_loss_passes_labels_only_to_conditional_models():

@@ -94,3 +94,29 @@ def test_prior_loss_fn_for_fit():
     p = _prior(num_classes=3)
     loss, metrics = prior_loss(p_uncond=0.1)(p, (torch.randint(0, 11, (4, 3, 4)), torch.tensor([0, 1, 2, 0])))
     assert metrics["bits_per_token"].item() == pytest.approx(loss.item() / math.log(2))
+
+
+def test_bad_sampling_and_loss_arguments():
+    p = _prior(num_classes=3)
+    for kw, msg in [(dict(n=0), "n must be"), (dict(n=2, top_k=0), "top_k"), (dict(n=2, guidance=2.0), "pass class labels"),
+                    (dict(n=2, y=torch.tensor([0, 1, 2])), r"shape \(2,\)")]:
+        with pytest.raises(ValueError, match=msg):
+            p.sample(**kw)
+    with pytest.raises(ValueError, match="probability"):
+        prior_loss(p_uncond=1.5)
+    with pytest.raises(ValueError, match="probability"):
+        p.loss(torch.zeros(1, 12, dtype=torch.long), torch.tensor([0]), p_uncond=-0.1)
+    with pytest.raises(ValueError, match="num_classes"):
+        TokenPrior(5, num_classes=0)
+
+
+def test_guided_sampling_mixes_the_logits_as_documented():
+    """With top_k=1 sampling is greedy: at each step the token is argmax of uncond + w (cond − uncond),
+    recomputed here independently from the two forward passes."""
+    p = _prior(num_classes=3)
+    y = torch.tensor([0, 2])
+    out = p.sample(2, y=y, top_k=1, guidance=3.0).flatten(1)
+    with torch.no_grad():
+        cond, uncond = p(out, y)[:, :12], p(out, None)[:, :12]     # position i sees tokens < i only
+    want = (uncond + 3.0 * (cond - uncond)).argmax(-1)
+    assert torch.equal(out, want)

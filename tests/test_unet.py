@@ -4,8 +4,20 @@ import torch
 
 from ldm_edu.diffusion import NoiseSchedule, diffusion_loss
 from ldm_edu.train import CheckpointMismatch, load_checkpoint, save_checkpoint
-from ldm_edu.unet import UNet
+from ldm_edu.unet import UNet, unet_from_config
 
+
+def test_unet_from_config_reads_objects_and_mappings_and_defaults_the_rest():
+    from types import SimpleNamespace
+    m = unet_from_config(SimpleNamespace(ch=8, ch_mult=[1, 2, 2], num_res=2, attn=False, num_classes=10, patch=1),
+                         in_ch=4, image_size=8)
+    assert m.config == UNet(in_ch=4, ch=8, ch_mult=(1, 2, 2), num_res=2, attn=False, num_classes=10,
+                            image_size=8).config
+    d = unet_from_config({"ch": 8})                   # everything else: the UNet defaults
+    assert d.config == UNet(ch=8).config
+    assert d(torch.randn(2, 1, 28, 28), torch.tensor([1, 2])).shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match="patch"):
+        unet_from_config({"ch": 8, "patch": 3})
 
 
 @pytest.mark.parametrize("in_ch,size,ch_mult", [(1, 28, (1, 2)), (1, 28, (1, 2, 2)), (4, 8, (1, 2)),
@@ -87,11 +99,11 @@ def test_preset_unets_build_and_train_one_step_on_cpu(name):
     """Every preset's DDPM (the gpu one too, on the CPU) builds and takes one training step."""
     from ldm_edu.presets import get_preset
     from ldm_edu.diffusion import diffusion_batches_loss
-    from ldm_edu.experiments.pixel_ddpm import build_unet, make_schedule
+    from ldm_edu.experiments.pixel_ddpm import make_schedule
 
     cfg = get_preset(name, device="cpu").diffusion
     torch.manual_seed(0)
-    m = build_unet(cfg)
+    m = unet_from_config(cfg)
     opt = torch.optim.Adam(m.parameters(), 1e-4)
     x, y = torch.rand(2, 1, 28, 28) * 2 - 1, torch.tensor([1, 2])
     loss = diffusion_batches_loss(make_schedule(cfg), cfg.p_uncond)(m, (x, y))

@@ -1,0 +1,515 @@
+"""Lesson 07's recipes: the seed paper's compression methods (§2.1–2.2) built on lesson 06's first
+stage and measured — VQGAN's perceptual + adversarial recipe, MoVQ's spatially conditional decoder,
+DC-AE's residual autoencoding at high compression — each first stage followed by the same
+downstream latent DDPM (lesson 06's ``train_latent_ddpm``: lesson 04's UNet and recipe), and the
+text that says, from the numbers, which of the paper's claims the data reproduce.
+
+Every comparison is a pair that differs in one thing:
+
+- **VQGAN recipe** — lesson 06's KL-f first stage trained ``warmup_steps`` with its own loss
+  (Σ(x − x̂)² + w·KL, the recipe's warm-up), then copied: one copy continues with that loss, the
+  other with L1 + perceptual + PatchGAN (adaptive λ), ``gan_steps`` each. Same network, same steps.
+- **MoVQ** — a VQ first stage with spatially conditional norms in the decoder vs the very same
+  network with GroupNorm, same loss and steps (parameters differ by the modulation convs only).
+- **DC-AE** — at f = 16 and 32, the autoencoder with residual (space-to-channel) shortcuts vs
+  without them: identical parameters, loss and steps.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from ..data import TensorBatches
+from ..dcae import DCAutoencoder, dcae_loss
+from ..diffusion import sample_images
+from ..latent import FirstStage, LatentDiffusion, encode_dataset, first_stage_loss, latent_scale_factor
+from ..metrics import Interval, fid_interval, psnr, quality_report
+from ..movq import MoVQFirstStage, movq_loss
+from ..train import History, fit
+from ..vqgan import VQGANLoss, vqgan_loss_fn
+from .latent_diffusion import latent_unet, train_latent_ddpm, unet_step_flops
+
+
+# ----------------------------------------------------------------------------- stage 1
+@dataclass
+class StageRun:
+    """One trained first stage: a key ("kl-l2", "dc-f16-res", …), a label for tables, the family
+    (which comparison it belongs to), the model, its history and cost."""
+    key: str
+    label: str
+    family: str
+    ae: nn.Module
+    history: History
+    steps: int
+    seconds: float
+    params: int = 0                 # every parameter, the codebook included (set from ``ae`` if 0)
+
+    def __post_init__(self):
+        if not self.params:
+            self.params = sum(p.numel() for p in self.ae.parameters())
+
+    @property
+    def f(self) -> int:
+        return self.ae.f
+
+    @property
+    def latent_shape(self) -> tuple:
+        return tuple(self.ae.latent_shape)
+
+
+def _fit(ae, loss_fn, x, steps, cfg, seed, desc, progress, cosine=True, history=None, live_plot=False):
+    return fit(ae, loss_fn, TensorBatches(x, batch_size=cfg.batch_size, seed=seed), steps, lr=cfg.lr,
+               cosine_decay=cosine, history=history, desc=desc, progress=progress, live_plot=live_plot)
+
+
+def make_vqgan_loss(cfg) -> VQGANLoss:
+    """The recipe's loss module with the lesson's weights (L1, w_p, λ factor, PatchGAN width), GAN on at once
+    (the warm-up is the shared phase before the copies part)."""
+    return VQGANLoss(perceptual_weight=cfg.perceptual_weight, disc_weight=cfg.disc_weight, disc_start=0,
+                     rec="l1", disc_ch=cfg.disc_ch, disc_layers=cfg.disc_layers)
+
+
+def train_vqgan_pair(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, live_plot=False) -> dict:
+    """Lesson 06's KL first stage, then two copies: its own loss vs the VQGAN/LDM recipe (see module doc).
+
+    1. warm-up: ``FirstStage(f, latent_ch, ch, reg="kl")`` trained ``cfg.warmup_steps`` with lesson 06's
+       loss at a constant learning rate;
+    2. copy A continues ``cfg.gan_steps`` with the same loss (cosine-decayed learning rate);
+    3. copy B trains ``cfg.gan_steps`` with L1 + perceptual + PatchGAN, λ adaptive (same schedule).
+    Returns {"kl-l2": StageRun, "kl-gan": StageRun}; seconds include the shared warm-up."""
+    torch.manual_seed(seed)
+    base = FirstStage(f=cfg.f, latent_ch=cfg.latent_ch, ch=cfg.ch, reg="kl", kl_weight=cfg.kl_weight).to(x.device)
+    warm = _fit(base, first_stage_loss, x, cfg.warmup_steps, cfg, seed, f"KL-f{cfg.f}: warm-up (lesson 06 loss)",
+                progress, cosine=False, live_plot=live_plot)
+    runs = {}
+    for key, label, loss_fn in (("kl-l2", "lesson 06 loss (L2 + KL)", first_stage_loss),
+                                ("kl-gan", "VQGAN recipe (L1 + perceptual + GAN)", None)):
+        ae = copy.deepcopy(base)
+        if loss_fn is None:
+            torch.manual_seed(seed + 1)
+            loss_fn = vqgan_loss_fn(make_vqgan_loss(cfg).to(x.device), lr=cfg.lr)
+        hist = _fit(ae, loss_fn, x, cfg.gan_steps, cfg, seed + 1, f"KL-f{cfg.f}: {label}", progress,
+                    live_plot=live_plot)
+        runs[key] = StageRun(key, label, "VQGAN recipe", ae.eval(), hist, cfg.warmup_steps + cfg.gan_steps,
+                             warm.seconds + hist.seconds)
+    return runs
+
+
+def train_movq_pair(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, live_plot=False) -> dict:
+    """The VQ first stage with GroupNorm vs with MoVQ's spatially conditional norm, from the same
+    seed (same encoder and codebook initialisation), same loss and steps."""
+    runs = {}
+    for norm, label in (("group", "VQ, GroupNorm decoder"), ("spatial", "MoVQ: spatially conditional norm")):
+        torch.manual_seed(seed)
+        ae = MoVQFirstStage(f=cfg.movq_f, latent_ch=cfg.movq_latent_ch, ch=cfg.ch, codebook_size=cfg.codebook_size,
+                            norm=norm).to(x.device)
+        hist = _fit(ae, movq_loss, x, cfg.movq_steps, cfg, seed, f"VQ-f{cfg.movq_f}: {norm} norm", progress,
+                    live_plot=live_plot)
+        runs[f"vq-{norm}"] = StageRun(f"vq-{norm}", label, "MoVQ", ae.eval(), hist, cfg.movq_steps, hist.seconds)
+    return runs
+
+
+def train_dcae_runs(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, live_plot=False) -> dict:
+    """For each f in ``cfg.dc_fs`` (with ``cfg.dc_latent_ch``): the autoencoder without and with DC-AE's
+    residual shortcuts, same seed, same parameters, loss and steps."""
+    runs = {}
+    for f, c in zip(cfg.dc_fs, cfg.dc_latent_ch):
+        for residual in (False, True):
+            torch.manual_seed(seed)
+            ae = DCAutoencoder(f=f, latent_ch=c, ch=cfg.ch, max_ch=cfg.dc_max_ch, residual=residual).to(x.device)
+            name = "DC-AE (residual)" if residual else "plain AE"
+            hist = _fit(ae, dcae_loss, x, cfg.dc_steps, cfg, seed, f"f={f}: {name}", progress, live_plot=live_plot)
+            key = f"dc-f{f}-{'res' if residual else 'plain'}"
+            runs[key] = StageRun(key, name, f"DC-AE f={f}", ae.eval(), hist, cfg.dc_steps, hist.seconds)
+    return runs
+
+
+# ----------------------------------------------------------------------------- stage-1 measurements
+@dataclass
+class StageEval:
+    """Reconstruction quality on n test images: PSNR per image (dB), its mean, rFID-MNIST (FID of the
+    reconstructions against the originals, bootstrap interval) and the reconstructions in [0, 1]."""
+    psnr_per_image: torch.Tensor
+    rfid: Interval
+    recon: torch.Tensor
+
+    @property
+    def psnr(self) -> float:
+        return float(self.psnr_per_image.mean())
+
+    @property
+    def psnr_se(self) -> float:
+        """Standard error of the mean PSNR over the test images."""
+        return float(self.psnr_per_image.std() / math.sqrt(len(self.psnr_per_image)))
+
+
+@torch.no_grad()
+def reconstruct(ae: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """𝒟(ℰ(x)) for images x in [−1, 1], returned in [0, 1] on the CPU."""
+    ae.eval()
+    out = [ae.decode(ae.encode(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return ((torch.cat(out) + 1) / 2).clamp(0, 1).cpu()
+
+
+def evaluate_stage(ae: nn.Module, x_test: torch.Tensor, n_boot: int = 100, seed: int = 0) -> StageEval:
+    """PSNR and rFID-MNIST of ``ae`` on the test images ``x_test`` (in [−1, 1])."""
+    rec = reconstruct(ae, x_test)
+    orig = ((x_test + 1) / 2).clamp(0, 1).cpu()
+    return StageEval(psnr(orig, rec), fid_interval(rec, orig, n_boot=n_boot, seed=seed), rec)
+
+
+def paired_psnr_difference(a: StageEval, b: StageEval) -> tuple[float, float]:
+    """Mean PSNR(b) − PSNR(a) over the same test images and its standard error (paired)."""
+    d = b.psnr_per_image - a.psnr_per_image
+    return float(d.mean()), float(d.std() / math.sqrt(len(d)))
+
+
+# ----------------------------------------------------------------------------- stage 2
+@dataclass
+class LDMRun:
+    """The downstream latent DDPM of one first stage: the pipeline, steps, compute and time, and (after
+    ``evaluate_ldm``) its samples and quality report."""
+    ldm: LatentDiffusion
+    history: History
+    steps: int
+    flops_per_step: float
+    scale: float
+    samples: torch.Tensor | None = None
+    sample_seconds: float = 0.0
+    quality: dict = field(default_factory=dict)
+
+    @property
+    def gflop(self) -> float:
+        return self.steps * self.flops_per_step / 1e9
+
+    @property
+    def seconds(self) -> float:
+        return self.history.seconds
+
+    @property
+    def fid(self) -> Interval | None:
+        return self.quality.get("fid")
+
+
+def second_stage_config(dcfg, cfg):
+    """Lesson 04's DiffusionConfig with the lesson's latent-UNet width (everything else: its recipe)."""
+    return replace(dcfg, ch=cfg.unet_ch, ch_mult=tuple(cfg.unet_ch_mult), patch=1)
+
+
+def ldm_steps(ae: nn.Module, dcfg, cfg) -> tuple[int, float]:
+    """(training steps, FLOPs per step) of the downstream UNet: as many steps as ``cfg.ldm_gflop`` GFLOP
+    buy at this latent size, at most ``cfg.ldm_max_steps`` (equal compute wherever the cap does not bite)."""
+    fl = unet_step_flops(latent_unet(dcfg, tuple(ae.latent_shape)), dcfg.batch_size)
+    return max(1, min(cfg.ldm_max_steps, int(round(cfg.ldm_gflop * 1e9 / fl)))), fl
+
+
+def train_ldm(ae: nn.Module, x: torch.Tensor, y: torch.Tensor, dcfg, cfg, seed: int = 0, progress: bool = True,
+              desc: str = "latent DDPM", live_plot=False) -> LDMRun:
+    """Encode the training images once (scale s = 1/std: of posterior samples for a KL first stage, of
+    the latents otherwise, as lesson 06), then lesson 06's ``train_latent_ddpm`` for ``ldm_steps``."""
+    steps, fl = ldm_steps(ae, dcfg, cfg)
+    if getattr(ae, "reg", None) == "kl":
+        s = latent_scale_factor(encode_dataset(ae, x, sample=True, generator=torch.Generator().manual_seed(seed)))
+    else:
+        s = latent_scale_factor(encode_dataset(ae, x))
+    z = encode_dataset(ae, x) * s
+    ldm, hist = train_latent_ddpm(z, y, ae, s, dcfg, steps, seed=seed, desc=desc, progress=progress,
+                                  live_plot=live_plot)
+    return LDMRun(ldm, hist, steps, fl, s)
+
+
+def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float = 1.0) -> LDMRun:
+    """n class-balanced DDIM-``steps`` samples (``sample_images``) and their ``quality_report``."""
+    device = next(run.ldm.unet.parameters()).device
+    s = sample_images(lambda k, y, g: run.ldm.sample(k, y=y.to(device), steps=steps, guidance=guidance,
+                                                     generator=g), n, seed=seed)
+    run.samples, run.sample_seconds = s.images, s.seconds
+    run.quality = quality_report(s.images, seed=seed)
+    return run
+
+
+# ----------------------------------------------------------------------------- the table and the verdicts
+def results_table(stages: dict, evals: dict, ldms: dict) -> str:
+    """Markdown: one row per first stage — family, f, latent, parameters, training steps and seconds,
+    PSNR ± s.e., rFID [interval], and the downstream LDM's steps, GFLOP and FID [interval]."""
+    head = ("| comparison | first stage | f | latent | parameters | steps | train s | PSNR (dB) | rFID-MNIST "
+            "| LDM steps | LDM GFLOP | LDM FID-MNIST |\n|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|\n")
+    rows = []
+    for key, r in stages.items():
+        e, l = evals[key], ldms.get(key)
+        ldm_cols = (f"{l.steps:,} | {l.gflop:,.0f} | {l.fid}" if l is not None and l.fid is not None else "– | – | –")
+        rows.append(f"| {r.family} | {r.label} | {r.f} | {'×'.join(map(str, r.latent_shape))} | {r.params:,} | "
+                    f"{r.steps:,} | {r.seconds:.0f} | {e.psnr:.2f} ± {e.psnr_se:.2f} | {e.rfid} | {ldm_cols} |")
+    return head + "\n".join(rows)
+
+
+def _compare(a: Interval, b: Interval) -> str:
+    """'lower' / 'higher' when b's interval lies entirely below / above a's, else 'overlap'."""
+    if b.high < a.low:
+        return "lower"
+    if b.low > a.high:
+        return "higher"
+    return "overlap"
+
+
+def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, lb: LDMRun | None,
+                  ln: LDMRun | None, claim: str, expect_psnr: str = "higher") -> str:
+    """One paragraph, worded from the data: what changed between ``base`` and ``new`` in PSNR (paired
+    difference ± 2 s.e.), rFID (do the bootstrap intervals separate?) and downstream FID, and whether
+    the seed paper's ``claim`` (lower rFID with ``new``; PSNR expected ``expect_psnr``) is reproduced."""
+    d, se = paired_psnr_difference(eb, en)
+    if abs(d) <= 2 * se:
+        psnr_txt = f"PSNR is unchanged within noise ({d:+.2f} ± {2 * se:.2f} dB, paired over the test images)"
+        psnr_dir = "same"
+    else:
+        psnr_dir = "higher" if d > 0 else "lower"
+        psnr_txt = f"PSNR is {abs(d):.2f} dB {psnr_dir} (± {2 * se:.2f}, paired over the test images)"
+    r = _compare(eb.rfid, en.rfid)
+    rfid_txt = {"lower": f"rFID-MNIST falls from {eb.rfid} to {en.rfid}, the intervals apart",
+                "higher": f"rFID-MNIST rises from {eb.rfid} to {en.rfid}, the intervals apart",
+                "overlap": f"rFID-MNIST goes from {eb.rfid} to {en.rfid}, overlapping intervals: not separated "
+                           f"at this n"}[r]
+    parts = [f"**{new.family}** — {new.label} against {base.label}: {psnr_txt}; {rfid_txt}."]
+    if lb is not None and ln is not None and lb.fid is not None and ln.fid is not None:
+        l = _compare(lb.fid, ln.fid)
+        parts.append({"lower": f"The downstream LDM (same UNet, {ln.steps:,} steps each) improves: FID {lb.fid} → {ln.fid}.",
+                      "higher": f"The downstream LDM (same UNet, {ln.steps:,} steps each) gets worse: FID {lb.fid} → {ln.fid}.",
+                      "overlap": f"The downstream LDMs (same UNet, {ln.steps:,} steps each) are not separated: "
+                                 f"FID {lb.fid} vs {ln.fid}."}[l])
+    if r == "lower":
+        verdict = f"The seed paper's claim — {claim} — is **reproduced** here"
+        if psnr_dir != expect_psnr and expect_psnr == "lower" and psnr_dir == "higher":
+            verdict += " (and PSNR did not even pay for it)"
+    elif r == "higher":
+        verdict = f"The seed paper's claim — {claim} — is **not reproduced** at this scale: rFID went the other way"
+    else:
+        verdict = (f"The seed paper's claim — {claim} — is **not resolved** at this budget and n: the rFID "
+                   f"intervals overlap")
+    if expect_psnr == "lower" and psnr_dir == "lower":
+        verdict += "; the PSNR cost is the expected price of sharper, less averaged reconstructions"
+    parts.append(verdict + ".")
+    return " ".join(parts)
+
+
+__all__ = ["StageRun", "make_vqgan_loss", "train_vqgan_pair", "train_movq_pair", "train_dcae_runs", "StageEval",
+           "reconstruct", "evaluate_stage", "paired_psnr_difference", "LDMRun", "second_stage_config", "ldm_steps",
+           "train_ldm", "evaluate_ldm", "results_table", "describe_pair"]
+
+
+# ----------------------------------------------------------------------------- the course table
+# Every generative model of lessons 02–07 on one table. Each comes from the checkpoint its lesson
+# saved under lessons/checkpoints/ when that file exists and fits the preset; otherwise it is trained
+# here with its lesson's recipe and preset (and saved, so the next run loads it).
+@dataclass
+class CourseRow:
+    """One generative model: where it comes from, its size and cost, and the quality of n samples."""
+    model: str
+    lesson: str
+    params: int
+    train_seconds: float | None
+    sample_seconds: float           # wall seconds for ``n`` samples
+    n: int
+    quality: dict                   # quality_report of the n samples
+    is_interval: Interval
+    nll: str = "–"                  # text: what likelihood the model defines, if any
+    source: str = ""
+    samples: torch.Tensor | None = None
+
+    @property
+    def seconds_per_1000(self) -> float:
+        return self.sample_seconds * 1000 / self.n
+
+
+def is_interval(images01: torch.Tensor, n_boot: int = 100, seed: int = 0, level: float = 0.95) -> Interval:
+    """IS-MNIST (Salimans et al. 2016, the shipped classifier) with a bootstrap percentile interval over
+    samples: resample the images' class probabilities with replacement ``n_boot`` times."""
+    from ..metrics import classifier_probs
+    p = classifier_probs(images01).clamp_min(1e-12)
+
+    def score(q):
+        py = q.mean(0, keepdim=True)
+        return float(torch.exp((q * (q.log() - py.log())).sum(1).mean()))
+
+    g = torch.Generator().manual_seed(seed)
+    boot = torch.tensor([score(p[torch.randint(0, len(p), (len(p),), generator=g)]) for _ in range(n_boot)])
+    lo, hi = torch.quantile(boot.double(), torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return Interval(score(p), float(lo), float(hi))
+
+
+def table_row(model: str, lesson: str, params: int, train_seconds, sample_fn, n: int, labels="balanced",
+              seed: int = 0, nll: str = "–", source: str = "") -> CourseRow:
+    """Sample n images with ``sample_fn`` (``sample_images``: batched, seeded, timed) and measure them."""
+    s = sample_images(sample_fn, n, labels=labels, seed=seed)
+    return CourseRow(model, lesson, int(params), train_seconds, s.seconds, n, quality_report(s.images, seed=seed),
+                     is_interval(s.images, seed=seed), nll, source, s.images)
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _try_load(path, model):
+    """(blob, None) if ``path`` loads into ``model``; else (None, why)."""
+    from ..train import CheckpointMismatch, load_checkpoint
+    try:
+        return load_checkpoint(path, model), None
+    except FileNotFoundError:
+        return None, "no checkpoint"
+    except CheckpointMismatch:
+        return None, "its checkpoint does not fit this preset"
+
+
+def _seconds(blob) -> float | None:
+    from ..train import load_history
+    if blob is None:
+        return None
+    extra = blob.get("extra", {}) or {}
+    if "train_seconds" in extra:
+        return float(extra["train_seconds"])
+    h = load_history(blob)
+    return h.seconds if h is not None else None
+
+
+def vae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True):
+    """Lesson 02's VAE: ``vae_<preset>.pt`` if it fits, else lesson 02's recipe (then saved there).
+    Returns (model, train seconds, source)."""
+    from pathlib import Path
+    from ..autoencoders import VAE, vae_loss
+    from ..data import mnist_tensors
+    from ..train import save_checkpoint, seed_everything
+    cfg, dev = preset.vae, preset.device
+    path = Path(checkpoint_dir) / f"vae_{preset.name}.pt"
+    vae = VAE(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(dev)
+    blob, why = _try_load(path, vae)
+    if blob is not None:
+        return vae.eval(), _seconds(blob), f"checkpoint {path.name}"
+    seed_everything(preset.seed)
+    vae = VAE(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(dev)
+    x, _ = mnist_tensors("train", device=dev)
+    hist = fit(vae, vae_loss(beta=1.0), TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed), cfg.steps,
+               lr=cfg.lr, cosine_decay=True, warmup_steps=min(500, cfg.steps // 10), desc="VAE (lesson 02 recipe)",
+               progress=progress, live_plot=False)
+    save_checkpoint(path, vae, hist, extra={"preset": preset.name, "train_seconds": hist.seconds})
+    return vae.eval(), hist.seconds, f"trained here ({why})"
+
+
+def vqvae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True):
+    """Lesson 03's VQ-VAE and token prior: ``vqvae.pt`` + ``vq_prior.pt`` if they fit and were saved by
+    this preset, else lesson 03's recipe (EMA codebook with restarts, then the prior; saved there).
+    Returns (vqvae, prior, train seconds, source)."""
+    from pathlib import Path
+    from ..data import mnist_tensors
+    from ..token_prior import TokenPrior, prior_loss
+    from ..train import save_checkpoint, seed_everything
+    from ..vq import VQVAE, vqvae_loss
+    cfg, dev = preset.vq, preset.device
+
+    def build():
+        vq = VQVAE(num_codes=cfg.num_codes, code_dim=cfg.code_dim, ch=cfg.ch, ch_mult=cfg.ch_mult, num_res=cfg.num_res,
+                   beta=cfg.beta, ema=True, decay=cfg.decay, eps=cfg.eps, restart_dead=True,
+                   dead_threshold=cfg.dead_threshold).to(dev)
+        prior = TokenPrior(cfg.num_codes, vq.token_shape, dim=cfg.prior_dim, depth=cfg.prior_depth,
+                           heads=cfg.prior_heads, num_classes=10).to(dev)
+        return vq, prior
+
+    vq, prior = build()
+    pv, pp = Path(checkpoint_dir) / "vqvae.pt", Path(checkpoint_dir) / "vq_prior.pt"
+    bv, why = _try_load(pv, vq)
+    bp, why_p = _try_load(pp, prior) if bv is not None else (None, why)
+    if bv is not None and bp is not None and all((b.get("extra") or {}).get("preset") == preset.name for b in (bv, bp)):
+        return vq.eval(), prior.eval(), (_seconds(bv) or 0) + (_seconds(bp) or 0), "checkpoints vqvae.pt, vq_prior.pt"
+    why = why_p or why or "its checkpoints were saved by another preset"
+    seed_everything(preset.seed)
+    vq, prior = build()
+    x, y = mnist_tensors("train", device=dev)
+    h1 = fit(vq, vqvae_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed), cfg.steps + cfg.extra_steps,
+             lr=cfg.lr, desc="VQ-VAE (lesson 03 recipe)", progress=progress, live_plot=False)
+    with torch.no_grad():
+        tokens = torch.cat([vq.tokenize(x[i:i + 1000]) for i in range(0, cfg.n_tokens, 1000)])
+    seed_everything(preset.seed)
+    h2 = fit(prior, prior_loss(p_uncond=0.1), TensorBatches(tokens, y[:len(tokens)], batch_size=cfg.prior_batch_size,
+                                                            seed=preset.seed),
+             cfg.prior_steps, lr=cfg.prior_lr, cosine_decay=True, warmup_steps=cfg.prior_steps // 20,
+             desc="token prior (lesson 03 recipe)", progress=progress, live_plot=False)
+    save_checkpoint(pv, vq, h1, extra={"preset": preset.name})
+    save_checkpoint(pp, prior, h2, extra={"preset": preset.name})
+    return vq.eval(), prior.eval(), h1.seconds + h2.seconds, f"trained here ({why})"
+
+
+def course_table(preset, ldm_rows: list, checkpoint_dir="checkpoints", seed: int = 0,
+                 progress: bool = True) -> list[CourseRow]:
+    """The course table: lesson 02's VAE, lesson 03's VQ-VAE + token prior, lesson 04's pixel DDPM with
+    ancestral DDPM and DDIM sampling (lesson 05), then ``ldm_rows`` (rows already measured, e.g. this
+    lesson's LDMs). Every model draws ``preset.compression.table_n`` images (class-balanced labels where
+    the model is conditional; the VAE is unconditional) and gets FID-MNIST, IS-MNIST with bootstrap
+    intervals; NLL where the model defines one (VAE: the importance-weighted bound on binarised test
+    images; token prior: bits per token of the test images' tokens)."""
+    from ..analysis import iw_log_likelihood
+    from ..data import binarize, mnist_tensors
+    from .pixel_ddpm import pixel_sampler, train_or_load_ddpm
+    c, dev = preset.compression, preset.device
+    n = c.table_n
+    rows = []
+    x_test, y_test = mnist_tensors("test", device=dev, limit=n)
+    # lesson 02: VAE, z ~ N(0, I) → decoder mean
+    vae, secs, src = vae_for_table(preset, checkpoint_dir, progress)
+    x_bin = binarize(x_test.cpu(), generator=torch.Generator().manual_seed(1234)).to(dev)
+    iw = -iw_log_likelihood(vae, x_bin, k=preset.vae.iw_samples, seed=seed)
+    rows.append(table_row("VAE (MLP, z ∈ ℝ³²)", "02", _n_params(vae), secs,
+                          lambda k, y, g: vae.decode(torch.randn(k, vae.latent_dim, generator=g).to(dev)), n,
+                          labels=None, seed=seed,
+                          nll=f"≤ {iw.mean():.1f} nats (IW-{preset.vae.iw_samples}, binarised)", source=src))
+    # lesson 03: VQ-VAE + autoregressive token prior
+    vq, prior, secs, src = vqvae_for_table(preset, checkpoint_dir, progress)
+    v = preset.vq
+    with torch.no_grad():
+        bits = prior.loss(vq.tokenize(x_test), y_test).item() / math.log(2)
+    rows.append(table_row("VQ-VAE + token prior", "03", _n_params(vq) + _n_params(prior), secs,
+                          lambda k, y, g: vq.decode_tokens(prior.sample(k, y=y.to(dev), temperature=v.prior_temperature,
+                                                                        top_k=v.prior_top_k, guidance=v.prior_guidance,
+                                                                        generator=g)),
+                          n, seed=seed, nll=f"{bits:.2f} bits/token × {vq.token_shape[0] * vq.token_shape[1]} tokens",
+                          source=src))
+    # lessons 04–05: the pixel DDPM, ancestral (DDPM) and DDIM sampling
+    run = train_or_load_ddpm(preset, checkpoint_dir, evaluate=False, progress=progress, live_plot=False)
+    src = f"checkpoint {run.path.name}" if run.loaded else "trained here (no fitting checkpoint)"
+    d = preset.diffusion
+    for method, steps, name in (("ddpm", c.table_ddpm_steps, f"pixel DDPM, ancestral {c.table_ddpm_steps} steps"),
+                                ("ddim", c.table_ddim_steps, f"pixel DDPM, DDIM {c.table_ddim_steps} steps")):
+        rows.append(table_row(name, "04–05", _n_params(run.model), run.train_seconds,
+                              pixel_sampler(run.model, run.schedule, method, steps, clip_x0=d.clip_x0), n, seed=seed,
+                              source=src))
+    return rows + list(ldm_rows)
+
+
+def ldm_table_row(name: str, stage: StageRun, run: LDMRun, n: int, seed: int = 0) -> CourseRow:
+    """A course-table row for one of this lesson's LDMs, from the samples ``evaluate_ldm`` drew (the first
+    n of them; class-balanced, so the first n are balanced too). Training time = first stage + UNet."""
+    if run.samples is None or len(run.samples) < n:
+        raise ValueError(f"the LDM drew {0 if run.samples is None else len(run.samples)} samples, the table needs "
+                         f"{n}: run evaluate_ldm with n ≥ table_n (preset: n_fid ≥ table_n)")
+    images = run.samples[:n]
+    return CourseRow(name, "06–07", stage.params + _n_params(run.ldm.unet), stage.seconds + run.seconds,
+                     run.sample_seconds * n / len(run.samples), n, quality_report(images, seed=seed),
+                     is_interval(images, seed=seed), "–", "this lesson", images)
+
+
+def course_table_markdown(rows: list[CourseRow]) -> str:
+    """The course table as Markdown (FID/IS with 95 % bootstrap intervals, n samples each)."""
+    head = ("| model | lesson | parameters | training (s) | sampling 1 000 images (s) | FID-MNIST ↓ | IS-MNIST ↑ "
+            "| NLL | source |\n|---|---|---:|---:|---:|---|---|---|---|\n")
+    out = []
+    for r in rows:
+        tr = f"{r.train_seconds:.0f}" if r.train_seconds is not None else "?"
+        out.append(f"| {r.model} | {r.lesson} | {r.params:,} | {tr} | {r.seconds_per_1000:.3g} | {r.quality['fid']} "
+                   f"| {r.is_interval} | {r.nll} | {r.source} |")
+    return head + "\n".join(out)
+
+
+__all__ += ["CourseRow", "is_interval", "table_row", "vae_for_table", "vqvae_for_table", "course_table",
+            "ldm_table_row", "course_table_markdown"]

@@ -1,0 +1,129 @@
+"""Lesson 07's recipes (ldm_edu/experiments/compression.py): the verdict text follows the data, the
+equal-compute step counts, the paired PSNR difference, IS with an interval, the tables."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from ldm_edu.data import mnist_tensors
+from ldm_edu.dcae import DCAutoencoder
+from ldm_edu.experiments import compression as C
+from ldm_edu.metrics import Interval
+from ldm_edu.presets import get_preset
+from ldm_edu.train import History
+
+
+def _stage(key, label, family="X"):
+    ae = DCAutoencoder(f=16, latent_ch=16, ch=8, max_ch=16)
+    return C.StageRun(key, label, family, ae, History(), steps=10, seconds=1.0)
+
+
+def _eval(psnrs, rfid):
+    return C.StageEval(torch.tensor(psnrs, dtype=torch.float64), rfid, torch.zeros(1, 1, 28, 28))
+
+
+def test_stage_run_counts_every_parameter():
+    s = _stage("a", "A")
+    assert s.params == sum(p.numel() for p in s.ae.parameters()) > 0
+    s.ae.requires_grad_(False)                        # LatentDiffusion freezes the first stage: still counted
+    assert C.StageRun("a", "A", "X", s.ae, History(), 1, 1.0).params == s.params
+    assert s.f == 16 and s.latent_shape == (16, 2, 2)
+
+
+def test_paired_psnr_difference_by_hand():
+    a, b = _eval([20.0, 22.0, 24.0], Interval(1, 0, 2)), _eval([21.0, 22.5, 26.0], Interval(1, 0, 2))
+    d, se = C.paired_psnr_difference(a, b)
+    diffs = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    assert d == pytest.approx(diffs.mean().item())
+    assert se == pytest.approx((diffs.std() / 3 ** 0.5).item())
+
+
+@pytest.mark.parametrize("new_rfid,word", [(Interval(5, 4, 6), "**reproduced**"),
+                                            (Interval(9, 7, 12), "**not resolved**"),
+                                            (Interval(30, 25, 35), "**not reproduced**")])
+def test_verdict_follows_the_intervals(new_rfid, word):
+    base, new = _stage("a", "plain"), _stage("b", "residual", "DC-AE f=16")
+    eb = _eval([20.0 + 0.1 * i for i in range(50)], Interval(10, 8, 12))
+    en = _eval([20.0 + 0.1 * i + 1.0 for i in range(50)], new_rfid)
+    text = C.describe_pair(base, new, eb, en, None, None, "the claim", "higher")
+    assert word in text and "the claim" in text
+    assert "1.00 dB higher" in text
+    others = {"**reproduced**", "**not resolved**", "**not reproduced**"} - {word}
+    assert not any(o in text for o in others)
+
+
+def test_psnr_within_noise_is_called_unchanged():
+    base, new = _stage("a", "A"), _stage("b", "B")
+    g = torch.Generator().manual_seed(0)
+    p = (20 + torch.randn(200, generator=g)).tolist()
+    q = [v + 0.001 * ((-1) ** i) for i, v in enumerate(p)]
+    text = C.describe_pair(base, new, _eval(p, Interval(5, 4, 6)), _eval(q, Interval(5, 4, 6)), None, None, "c")
+    assert "unchanged within noise" in text
+
+
+def test_ldm_steps_equal_compute_with_cap():
+    dcfg = C.second_stage_config(get_preset("tiny").diffusion, SimpleNamespace(unet_ch=8, unet_ch_mult=(1, 2)))
+    ae4 = DCAutoencoder(f=8, latent_ch=8, ch=8, max_ch=16)
+    ae32 = DCAutoencoder(f=32, latent_ch=16, ch=8, max_ch=16)
+    cfg = SimpleNamespace(ldm_gflop=5.0, ldm_max_steps=10 ** 9)
+    (n4, f4), (n32, f32) = C.ldm_steps(ae4, dcfg, cfg), C.ldm_steps(ae32, dcfg, cfg)
+    assert f4 > f32 > 0
+    assert n4 == round(5e9 / f4) and n32 == round(5e9 / f32) and n32 > n4      # same GFLOP, more cheap steps
+    assert C.ldm_steps(ae32, dcfg, SimpleNamespace(ldm_gflop=5.0, ldm_max_steps=7))[0] == 7
+
+
+def test_is_interval_on_real_and_degenerate_images():
+    x, _ = mnist_tensors("test", limit=400)
+    iv = C.is_interval(x, n_boot=30)
+    assert 7.0 < iv.value < 10.0 and iv.low <= iv.value <= iv.high       # real digits: ≈ 9–10 classes' worth
+    one = x[:1].expand(100, -1, -1, -1)
+    iv1 = C.is_interval(one, n_boot=20)
+    assert iv1.value == pytest.approx(1.0, abs=1e-6) and iv1.width < 1e-6  # one image: IS = 1, no spread
+
+
+def test_tables_render():
+    s = _stage("dc-f16-res", "DC-AE (residual)", "DC-AE f=16")
+    e = _eval([20.0, 21.0], Interval(3.0, 2.0, 4.5))
+    md = C.results_table({"dc-f16-res": s}, {"dc-f16-res": e}, {})
+    assert md.count("\n") == 2 and "3.0 [2.0, 4.5]" in md and "16×2×2" in md and "– | – | –" in md
+    row = C.CourseRow("m", "07", 10, 5.0, 2.0, 100, {"fid": Interval(1, 0, 2)}, Interval(9, 8.5, 9.5), source="s")
+    assert row.seconds_per_1000 == pytest.approx(20.0)
+    md = C.course_table_markdown([row])
+    assert "| m | 07 | 10 | 5 | 20 | 1.0 [0.0, 2.0] | 9.0 [8.5, 9.5] | – | s |" in md
+
+
+def test_table_row_samples_and_measures():
+    x, _ = mnist_tensors("test", limit=60)
+
+    def sample_fn(k, y, g):
+        idx = torch.randint(0, len(x), (k,), generator=g)
+        return x[idx]
+
+    row = C.table_row("real test digits", "–", 0, None, sample_fn, 40, seed=3)
+    assert row.n == 40 and row.samples.shape == (40, 1, 28, 28) and row.sample_seconds >= 0
+    assert isinstance(row.quality["fid"], Interval) and row.is_interval.value > 5
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "gpu"])
+def test_every_lesson07_network_builds_for_every_preset(name):
+    """The gpu preset is not run here: build each of its networks on the CPU and push one batch through."""
+    from ldm_edu.experiments.latent_diffusion import latent_unet
+    from ldm_edu.latent import FirstStage
+    from ldm_edu.movq import MoVQFirstStage
+    p = get_preset(name, device="cpu")
+    c = p.compression
+    assert c.n_fid >= c.table_n, "the course table reuses the first table_n LDM samples"
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    aes = [FirstStage(f=c.f, latent_ch=c.latent_ch, ch=c.ch, reg="kl"),
+           MoVQFirstStage(f=c.movq_f, latent_ch=c.movq_latent_ch, ch=c.ch, codebook_size=c.codebook_size)]
+    aes += [DCAutoencoder(f=f, latent_ch=lc, ch=c.ch, max_ch=c.dc_max_ch, residual=True)
+            for f, lc in zip(c.dc_fs, c.dc_latent_ch)]
+    dcfg = C.second_stage_config(p.diffusion, c)
+    for ae in aes:
+        z = ae.encode(x)
+        assert ae.decode(z).shape == x.shape
+        unet = latent_unet(dcfg, tuple(ae.latent_shape))
+        assert unet(z, torch.tensor([1, 2]), torch.tensor([3, 4])).shape == z.shape
+    loss = C.make_vqgan_loss(c)
+    assert loss.discriminator(x).shape[:2] == (2, 1)
