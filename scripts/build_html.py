@@ -296,7 +296,7 @@ def write_index(pages: list[Page], out: Path, preset: str, mathjax_url: str | No
     items = "\n".join(
         f'<li><h2><a href="{p.href}">{html.escape(p.title)}</a></h2>'
         f'<div class="summary">{markdown2html(p.summary_md)}</div>'
-        f'<p class="meta">{p.n_figures} figures, {p.n_widgets} widgets · executed in {p.seconds:.0f} s</p></li>'
+        f'<p class="meta">{p.n_figures} figures, {p.n_widgets} widgets · executed in {p.seconds:.0f} s on the machine that built this site</p></li>'
         for p in pages)
     mathjax = ""
     if mathjax_url:

@@ -106,6 +106,9 @@ def _check_page(browser, url: str, shot: Path) -> dict:
         widgets: document.querySelectorAll('.ldm-static-widget').length,
         widgetImages: document.querySelectorAll('.ldm-static-widget img').length,
         mathjax: !!window.MathJax,
+        // TeX left as source in the rendered markdown (MathJax moves what it typesets into scripts)
+        rawTex: Array.from(document.querySelectorAll('.jp-MarkdownOutput, .jp-RenderedMarkdown'))
+            .flatMap(e => e.innerText.match(/\\$[^$\\s][^$]{0,120}\\$/g) || []).slice(0, 5),
     })""")
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot))
@@ -142,5 +145,7 @@ def test_site_pages_render_offline_in_chromium(site):
             assert len(info["images"]) >= 3, f"{name}: only {len(info['images'])} figures"
             assert info["widgets"] >= 1 and info["widgetImages"] >= 1, \
                 f"{name}: no widget shown in its rendered state ({info['widgets']} widgets, {info['widgetImages']} images)"
-            if bundled_mathjax:
-                assert info["mathjax"] and info["math"] > 0, f"{name}: MathJax bundled but no formula typeset"
+        if bundled_mathjax:
+            assert info["mathjax"] and not info["rawTex"], f"{name}: formulas left as TeX source: {info['rawTex']}"
+    if bundled_mathjax:
+        assert sum(info["math"] for info in pages.values()) > 0, "MathJax bundled but no formula typeset on any page"
