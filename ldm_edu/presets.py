@@ -113,7 +113,7 @@ class DiffusionConfig:
     eval_steps: int = 20
     n_eval: int = 200
     n_fid: int = 1000              # samples per row of lesson 04's final table (and the real-vs-real n)
-    final_steps: int = 50          # ancestral steps of those rows and the guidance grid (T = the full chain)
+    final_steps: int = 20          # ancestral steps of those rows and the guidance grid (T = the full chain)
     n_traj: int = 8                # images in the trajectory strip/slider (full chain, Algorithm 2 by hand)
     traj_frames: int = 21
     guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
@@ -180,38 +180,41 @@ class CompressionConfig:
     stage followed by the same downstream latent DDPM (lesson 04's recipe at width ``unet_ch``).
 
     VQGAN recipe: lesson 06's KL-f first stage, ``warmup_steps`` shared, then ``gan_steps`` with its own
-    loss vs L1 + perceptual + PatchGAN. MoVQ: VQ first stage, GroupNorm vs spatial norm, ``movq_steps``
-    each. DC-AE: plain vs residual autoencoder at each f in ``dc_fs``, ``dc_steps`` each. Stage 2: each
-    LDM gets ``ldm_gflop`` of training compute (at most ``ldm_max_steps`` steps)."""
-    n_train: int = 20000           # training images (first stages and the LDMs' latents)
+    loss vs L1 + perceptual + PatchGAN (the discriminator trains from the branch's first step, its
+    gradient reaches the decoder after ``disc_start``). MoVQ: VQ-f first stage, GroupNorm vs spatial
+    norm, ``movq_steps`` each. DC-AE: plain vs residual autoencoder at each f in ``dc_fs``, ``dc_steps``
+    each. Stage 2: each LDM gets ``ldm_gflop`` of training compute (at most ``ldm_max_steps`` steps).
+    f = 8 for the first two: at f = 4 MNIST reconstructions are already near-perfect for the classifier."""
+    n_train: int = 10000           # training images (first stages and the LDMs' latents)
     n_eval: int = 1000             # test images for PSNR and rFID-MNIST
-    batch_size: int = 64           # first-stage batch and learning rate
+    batch_size: int = 32           # first-stage batch and learning rate
     lr: float = 2e-3
     ch: int = 16                   # first-stage base width (every first stage)
     # VQGAN / LDM recipe on lesson 06's KL first stage
-    f: int = 4
+    f: int = 8
     latent_ch: int = 4
     kl_weight: float = 1e-6
-    warmup_steps: int = 400
-    gan_steps: int = 200
+    warmup_steps: int = 300
+    gan_steps: int = 150
+    disc_start: int = 50           # steps of the recipe's branch before λ·L_GAN reaches the decoder
     perceptual_weight: float = 1.0
     disc_weight: float = 0.5       # factor on the adaptive λ (LDM's KL configs use 0.5)
     disc_ch: int = 32
     disc_layers: int = 2
     # MoVQ
-    movq_f: int = 4
+    movq_f: int = 8
     movq_latent_ch: int = 4
     codebook_size: int = 128
-    movq_steps: int = 400
+    movq_steps: int = 300
     # DC-AE at high compression: 32×32 → 2×2 and 1×1
     dc_fs: tuple = (16, 32)
     dc_latent_ch: tuple = (16, 64)
     dc_max_ch: int = 64
-    dc_steps: int = 400
+    dc_steps: int = 300
     # downstream LDMs
     unet_ch: int = 16
     unet_ch_mult: tuple = (1, 2)
-    ldm_gflop: float = 900.0
+    ldm_gflop: float = 380.0       # ≈ 1 000 steps of the 4×4×4 latent's UNet at batch 64
     ldm_max_steps: int = 1000
     sample_steps: int = 20
     n_fid: int = 500
@@ -246,7 +249,7 @@ class Preset:
 def _tiny() -> Preset:
     return Preset(
         name="tiny", device="cpu", minutes=1,
-        compression=CompressionConfig(n_train=1000, n_eval=100, batch_size=16, ch=8, warmup_steps=8, gan_steps=6, disc_ch=8, codebook_size=32, movq_steps=8, dc_fs=(16, 32), dc_latent_ch=(16, 32), dc_max_ch=32, dc_steps=8, unet_ch=8, ldm_gflop=1.0, ldm_max_steps=12, sample_steps=4, n_fid=50, n_show=6, table_n=50, table_ddpm_steps=10, table_ddim_steps=4),
+        compression=CompressionConfig(n_train=1000, n_eval=100, batch_size=16, ch=8, warmup_steps=8, gan_steps=6, disc_start=2, disc_ch=8, codebook_size=32, movq_steps=8, dc_fs=(16, 32), dc_latent_ch=(16, 32), dc_max_ch=32, dc_steps=8, unet_ch=8, ldm_gflop=1.0, ldm_max_steps=12, sample_steps=4, n_fid=50, n_show=6, table_n=50, table_ddpm_steps=10, table_ddim_steps=4),
         ae=AEConfig(hidden=128, steps=150, sweep_dims=(2, 8, 32), sweep_steps=60, n_eval=2000),
         vae=VAEConfig(hidden=128, steps=200, steps_2d=150, betas=(0.5, 1.0, 4.0), beta_steps=60,
                       iw_samples=16, n_eval=2000, n_eval_iw=200),
@@ -285,7 +288,7 @@ def _cpu() -> Preset:
 def _gpu() -> Preset:
     return Preset(
         name="gpu", device="cuda", minutes=3, amp=True,
-        compression=CompressionConfig(n_train=60000, n_eval=2000, batch_size=128, ch=32, warmup_steps=2000, gan_steps=1000, disc_ch=64, codebook_size=256, movq_steps=3000, dc_steps=3000, dc_max_ch=128, unet_ch=32, ldm_gflop=20000.0, ldm_max_steps=6000, sample_steps=50, n_fid=2000, table_n=2000, table_ddpm_steps=1000, table_ddim_steps=50),
+        compression=CompressionConfig(n_train=60000, n_eval=2000, batch_size=128, ch=32, warmup_steps=2000, gan_steps=1000, disc_start=300, disc_ch=64, codebook_size=256, movq_steps=3000, dc_steps=3000, dc_max_ch=128, unet_ch=32, ldm_gflop=20000.0, ldm_max_steps=6000, sample_steps=50, n_fid=2000, table_n=2000, table_ddpm_steps=1000, table_ddim_steps=50),
         ae=AEConfig(hidden=1024, steps=6000, batch_size=256, sweep_steps=3000),
         vae=VAEConfig(hidden=1024, steps=40000, batch_size=256, lr=1e-3, steps_2d=6000,
                       beta_steps=3000, iw_samples=1000, n_eval_iw=10000),
@@ -295,7 +298,7 @@ def _gpu() -> Preset:
         diffusion=DiffusionConfig(ch=64, ch_mult=(1, 2, 2), num_res=2, patch=1, batch_size=256,
                                   steps=6000, lr=1e-3, warmup_steps=200, ema_decay=0.999,
                                   eval_every=2000, eval_steps=50, n_eval=1000, n_fid=2000,
-                                  final_steps=1000, n_traj=16, traj_frames=41, n_guidance=1000,
+                                  final_steps=100, n_traj=16, traj_frames=41, n_guidance=500,
                                   steps_list=(10, 20, 50, 100, 250, 1000),
                                   n_fid_steps=2000, widget_steps=(5, 10, 20, 50, 100, 250, 1000),
                                   n_widget=16),

@@ -159,23 +159,33 @@ class VQGANLoss(nn.Module):
 
     ``generator_loss(x, x_hat, last_layer, step)`` → (L_rec + λ·L_GAN, logs) and
     ``discriminator_loss(x, x_hat)`` → L_D. ``rec="l1"`` (VQGAN/LDM) or ``"l2"``;
-    ``perceptual_weight=0`` or ``disc_weight=0`` switch a term off."""
+    ``perceptual_weight=0`` or ``disc_weight=0`` switch a term off. The adversarial term starts at step
+    ``disc_start``; the discriminator trains from ``d_start`` (≤ disc_start, default equal)."""
 
     def __init__(self, perceptual_weight: float = 1.0, disc_weight: float = 1.0, disc_start: int = 0,
                  rec: str = "l1", disc_ch: int = 32, disc_layers: int = 2, delta: float = 1e-4,
-                 perceptual: nn.Module | None = None):
+                 perceptual: nn.Module | None = None, d_start: int | None = None):
         super().__init__()
         if rec not in ("l1", "l2"):
             raise ValueError(f"rec must be 'l1' (|x − x̂|, as VQGAN and LDM) or 'l2' (squared error), got {rec!r}")
-        if perceptual_weight < 0 or disc_weight < 0 or disc_start < 0:
-            raise ValueError("perceptual_weight, disc_weight and disc_start must be ≥ 0")
+        d_start = disc_start if d_start is None else d_start
+        if perceptual_weight < 0 or disc_weight < 0 or disc_start < 0 or not 0 <= d_start <= disc_start:
+            raise ValueError("perceptual_weight, disc_weight and disc_start must be ≥ 0, and the discriminator "
+                             "cannot start after the adversarial term (0 ≤ d_start ≤ disc_start)")
         self.perceptual_weight, self.disc_weight, self.disc_start = perceptual_weight, disc_weight, disc_start
+        self.d_start = d_start
         self.rec, self.delta = rec, delta
         self.perceptual = perceptual if perceptual is not None else RandomFeatureNet()
         self.discriminator = PatchDiscriminator(disc_ch, disc_layers)
 
     def gan_on(self, step: int) -> bool:
+        """Does the autoencoder get the adversarial term at this step (after the warm-up)?"""
         return self.disc_weight > 0 and gan_factor(step, self.disc_start) > 0
+
+    def d_on(self, step: int) -> bool:
+        """Does the discriminator train at this step? From ``d_start`` (default: with the adversarial term;
+        earlier lets D learn real vs reconstruction before its gradient reaches the autoencoder)."""
+        return self.disc_weight > 0 and gan_factor(step, self.d_start) > 0
 
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """L_rec: per-pixel |x − x̂| (or squared) plus w_p · P(x, x̂) on every pixel, summed per image, mean over batch."""
@@ -242,7 +252,7 @@ def vqgan_loss_fn(loss: VQGANLoss, lr: float = 2e-3, betas=(0.5, 0.9)):
         step = state["step"]
         state["step"] += 1
         x_hat, reg, logs = first_stage_terms(model, x)
-        if loss.gan_on(step):
+        if loss.d_on(step):
             # 1. discriminator step on this batch (first: the generator's graph below must see D's new weights)
             d_loss, d_logs = loss.discriminator_loss(x, x_hat)
             d_opt.zero_grad(set_to_none=True)

@@ -127,3 +127,36 @@ def test_every_lesson07_network_builds_for_every_preset(name):
         assert unet(z, torch.tensor([1, 2]), torch.tensor([3, 4])).shape == z.shape
     loss = C.make_vqgan_loss(c)
     assert loss.discriminator(x).shape[:2] == (2, 1)
+
+
+def test_ldm_sampler_clips_the_latent_x0_to_the_training_range():
+    """With the cosine schedule's ᾱ_T ≈ 2e-9 a poor ε̂ (here: always 0) sends x̂_0 = z_T/√ᾱ_T to ~1e4;
+    the lesson's sampler clips x̂_0 to ±clip, so the final latent stays in the training range."""
+    from ldm_edu.diffusion import NoiseSchedule, sample
+    from ldm_edu.latent import LatentDiffusion
+
+    class Zero(nn.Module):
+        num_classes = 10
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, y=None):
+            return x * self.w
+
+    ae = DCAutoencoder(f=16, latent_ch=16, ch=8, max_ch=16)
+    ldm = LatentDiffusion(ae, Zero(), NoiseSchedule(1000, "cosine"), scale_factor=1.0)
+    run = C.LDMRun(ldm, History(), 1, 1.0, 1.0, clip=3.0)
+    g = torch.Generator().manual_seed(0)
+    raw = sample(ldm.unet, ldm.schedule, (4, 16, 2, 2), method="ddim", steps=10, generator=g, progress=False)
+    assert raw.abs().max() > 1e3                                          # the unclipped run blows up
+    captured = {}
+    ae_decode = ae.decode
+
+    def spy(z):
+        captured["z"] = z
+        return ae_decode(z)
+    ae.decode = spy
+    imgs = C.ldm_sampler(run, steps=10)(4, torch.arange(4), torch.Generator().manual_seed(0))
+    assert imgs.shape == (4, 1, 28, 28) and captured["z"].abs().max() <= 3.0 + 1e-5

@@ -126,3 +126,14 @@ def test_describe_steps_table_follows_the_data():
     assert "DDIM (η = 0) has the lower FID at 10, 50 steps" in text and "Karras" not in text
     assert "DDIM is" in text and "faster" in text
     assert "DDIM-50 is 20.0× faster than DDPM-1000 at 1.10× its FID" in text
+
+
+def test_describe_clipping_follows_the_data():
+    from ldm_edu.experiments.pixel_ddpm import describe_clipping
+    clipped, bad, late = _result("ddpm", 20, 5, 1), _result("ddpm", 20, 80, 1), _result("ddpm", 20, 5.5, 1)
+    text = describe_clipping(clipped, bad, late, 2.4e-9, 1e-3, 979)
+    assert "1/√ᾱ = 20,412" in text and "damage is done in the very first steps" in text
+    text = describe_clipping(clipped, _result("ddpm", 20, 5.3, 1), late, 2.4e-9, 1e-3, 979)
+    assert "no measurable difference" in text and "damage" not in text
+    text = describe_clipping(clipped, _result("ddpm", 20, 2, 0.5), late, 2.4e-9, 1e-3, 979)
+    assert "unclipped sampler is the better one" in text

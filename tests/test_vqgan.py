@@ -160,3 +160,19 @@ def test_fit_trains_generator_and_discriminator_after_warm_up():
     assert fn.state["step"] == 6
     # fit's optimiser holds the autoencoder only: the discriminator has its own
     assert not set(map(id, loss.discriminator.parameters())) & set(map(id, ae.parameters()))
+
+
+def test_discriminator_can_start_before_the_adversarial_term():
+    torch.manual_seed(0)
+    ae = FirstStage(f=4, latent_ch=2, ch=8)
+    loss = VQGANLoss(disc_start=3, d_start=1, disc_ch=8)
+    assert [loss.d_on(s) for s in range(4)] == [False, True, True, True]
+    assert [loss.gan_on(s) for s in range(4)] == [False, False, False, True]
+    fn = vqgan_loss_fn(loss, lr=1e-3)
+    x = _images(8)
+    d0 = copy.deepcopy(loss.discriminator.state_dict())
+    hist = fit(ae, fn, iter(lambda: x, None), 3, progress=False, live_plot=False, log_every=1)
+    assert any(not torch.equal(v, d0[k]) for k, v in loss.discriminator.state_dict().items() if v.is_floating_point())
+    assert "lam" not in hist.metrics and len(hist.metrics["d_loss"]) == 2     # D stepped at steps 1 and 2 only
+    with pytest.raises(ValueError, match="d_start"):
+        VQGANLoss(disc_start=2, d_start=5)

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data import TensorBatches
 from ..dcae import DCAutoencoder, dcae_loss
-from ..diffusion import sample_images
+from ..diffusion import sample as diffusion_sample, sample_images
 from ..latent import FirstStage, LatentDiffusion, encode_dataset, first_stage_loss, latent_scale_factor
 from ..metrics import Interval, fid_interval, psnr, quality_report
 from ..movq import MoVQFirstStage, movq_loss
@@ -68,10 +68,11 @@ def _fit(ae, loss_fn, x, steps, cfg, seed, desc, progress, cosine=True, history=
 
 
 def make_vqgan_loss(cfg) -> VQGANLoss:
-    """The recipe's loss module with the lesson's weights (L1, w_p, λ factor, PatchGAN width), GAN on at once
-    (the warm-up is the shared phase before the copies part)."""
-    return VQGANLoss(perceptual_weight=cfg.perceptual_weight, disc_weight=cfg.disc_weight, disc_start=0,
-                     rec="l1", disc_ch=cfg.disc_ch, disc_layers=cfg.disc_layers)
+    """The recipe's loss module with the lesson's weights (L1, w_p, λ factor, PatchGAN width). Counted from
+    the branch point (the autoencoder's warm-up is the shared phase before it): the discriminator trains
+    from the first step, its gradient reaches the decoder after ``cfg.disc_start`` steps."""
+    return VQGANLoss(perceptual_weight=cfg.perceptual_weight, disc_weight=cfg.disc_weight, disc_start=cfg.disc_start,
+                     d_start=0, rec="l1", disc_ch=cfg.disc_ch, disc_layers=cfg.disc_layers)
 
 
 def train_vqgan_pair(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, live_plot=False) -> dict:
@@ -80,7 +81,8 @@ def train_vqgan_pair(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True,
     1. warm-up: ``FirstStage(f, latent_ch, ch, reg="kl")`` trained ``cfg.warmup_steps`` with lesson 06's
        loss at a constant learning rate;
     2. copy A continues ``cfg.gan_steps`` with the same loss (cosine-decayed learning rate);
-    3. copy B trains ``cfg.gan_steps`` with L1 + perceptual + PatchGAN, λ adaptive (same schedule).
+    3. copy B trains ``cfg.gan_steps`` with L1 + perceptual + PatchGAN, λ adaptive (same schedule); its
+       discriminator trains from the first of these steps and its gradient is added after ``cfg.disc_start``.
     Returns {"kl-l2": StageRun, "kl-gan": StageRun}; seconds include the shared warm-up."""
     torch.manual_seed(seed)
     base = FirstStage(f=cfg.f, latent_ch=cfg.latent_ch, ch=cfg.ch, reg="kl", kl_weight=cfg.kl_weight).to(x.device)
@@ -179,6 +181,7 @@ class LDMRun:
     steps: int
     flops_per_step: float
     scale: float
+    clip: float | None = None       # max |z·s| over the training latents: x̂_0 is clipped to ±clip
     samples: torch.Tensor | None = None
     sample_seconds: float = 0.0
     quality: dict = field(default_factory=dict)
@@ -220,14 +223,32 @@ def train_ldm(ae: nn.Module, x: torch.Tensor, y: torch.Tensor, dcfg, cfg, seed: 
     z = encode_dataset(ae, x) * s
     ldm, hist = train_latent_ddpm(z, y, ae, s, dcfg, steps, seed=seed, desc=desc, progress=progress,
                                   live_plot=live_plot)
-    return LDMRun(ldm, hist, steps, fl, s)
+    return LDMRun(ldm, hist, steps, fl, s, clip=float(z.abs().max()))
+
+
+def ldm_sampler(run: LDMRun, steps: int, guidance: float = 1.0, method: str = "ddim"):
+    """A ``sample_fn(k, y, generator)`` for ``sample_images``: the LDM pipeline (z_T ~ N(0, I), the
+    lesson-04/05 sampler on scaled latents, then 𝒟(z/s)) with x̂_0 clipped to ±``run.clip``, the range
+    the training latents span — the latent analogue of lesson 04's clipping of pixels to [−1, 1].
+
+    Why clip: the cosine schedule's last ᾱ is ≈ 2·10⁻⁹, so the first step's x̂_0 = (z_T − √(1−ᾱ) ε̂)/√ᾱ
+    multiplies any error of ε̂ by ≈ 2·10⁴; without a bound the latent run diverges (a VQ decoder hides
+    it by snapping the wreck to codes, a continuous decoder does not)."""
+    ldm = run.ldm
+    device = next(ldm.unet.parameters()).device
+
+    def sample_fn(k, y, generator):
+        ldm.unet.eval()
+        z = diffusion_sample(ldm.unet, ldm.schedule, (k, *ldm.latent_shape), method=method, steps=steps,
+                             y=None if y is None else y.to(device), guidance=guidance, generator=generator,
+                             clip_x0=run.clip, progress=False)
+        return ldm.decode(z)
+    return sample_fn
 
 
 def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float = 1.0) -> LDMRun:
-    """n class-balanced DDIM-``steps`` samples (``sample_images``) and their ``quality_report``."""
-    device = next(run.ldm.unet.parameters()).device
-    s = sample_images(lambda k, y, g: run.ldm.sample(k, y=y.to(device), steps=steps, guidance=guidance,
-                                                     generator=g), n, seed=seed)
+    """n class-balanced DDIM-``steps`` samples (``sample_images`` of ``ldm_sampler``) and their ``quality_report``."""
+    s = sample_images(ldm_sampler(run, steps, guidance), n, seed=seed)
     run.samples, run.sample_seconds = s.images, s.seconds
     run.quality = quality_report(s.images, seed=seed)
     return run
@@ -298,7 +319,7 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
 
 __all__ = ["StageRun", "make_vqgan_loss", "train_vqgan_pair", "train_movq_pair", "train_dcae_runs", "StageEval",
            "reconstruct", "evaluate_stage", "paired_psnr_difference", "LDMRun", "second_stage_config", "ldm_steps",
-           "train_ldm", "evaluate_ldm", "results_table", "describe_pair"]
+           "train_ldm", "ldm_sampler", "evaluate_ldm", "results_table", "describe_pair"]
 
 
 # ----------------------------------------------------------------------------- the course table
