@@ -37,7 +37,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .latent import IMAGE_SIZE, PADDED_SIZE, crop_images, pad_images
+from .latent import IMAGE_SIZE, PADDED_SIZE, LatentAutoencoder, crop_images, pad_images
 from .nn import ResBlock, check_image_batch, group_norm
 
 
@@ -128,7 +128,7 @@ def stage_widths(f: int, ch: int, max_ch: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- the autoencoder
-class DCAutoencoder(nn.Module):
+class DCAutoencoder(LatentAutoencoder):
     """x (B, 1, 28, 28) in [−1, 1] ↔ z (B, latent_ch, 32/f, 32/f), with or without DC-AE's shortcuts.
 
     Encoder: conv_in → per level [ResBlock × num_res, DownBlock] → ResBlock → project_out.
@@ -167,13 +167,8 @@ class DCAutoencoder(nn.Module):
         self.conv_out = nn.Conv2d(widths[0], 1, 3, padding=1)
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        s = PADDED_SIZE // self.f
-        return (self.latent_ch, s, s)
-
-    @property
     def last_layer(self) -> torch.Tensor:
-        """The decoder's last weight (where VQGAN's adaptive weight compares gradients)."""
+        """The decoder's last weight G_L (its conv_out sits on the model itself, not in a .decoder)."""
         return self.conv_out.weight
 
     def encode(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:

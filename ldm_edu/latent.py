@@ -57,7 +57,23 @@ def crop_images(x: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- stage 1
-class FirstStage(nn.Module):
+class LatentAutoencoder(nn.Module):
+    """What every first stage of lessons 06–07 shares: ``f`` and ``latent_ch`` give the latent's shape
+    (c, 32/f, 32/f), and ``last_layer`` is the decoder's last weight G_L (where VQGAN's adaptive
+    weight compares gradients). Subclasses set ``self.f``, ``self.latent_ch`` and ``self.decoder``
+    (whose ``conv_out`` maps to pixels) and define encode/decode/forward."""
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        s = PADDED_SIZE // self.f
+        return (self.latent_ch, s, s)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
+
+
+class FirstStage(LatentAutoencoder):
     """Convolutional autoencoder x (B, 1, 28, 28) in [−1, 1] ↔ z (B, c, 32/f, 32/f).
 
     ``reg="kl"``: ℰ gives (μ, log σ²) and ``encode`` returns μ (``sample=True``: μ + σ ε);
@@ -82,11 +98,6 @@ class FirstStage(nn.Module):
         self.encoder = ConvEncoder(1, out, ch, ch_mult, num_res)
         self.decoder = ConvDecoder(latent_ch, 1, ch, ch_mult, num_res, out_size=PADDED_SIZE)
         self.quantizer = _make_quantizer(codebook_size, latent_ch, commitment, ema) if reg == "vq" else None
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        s = PADDED_SIZE // self.f
-        return (self.latent_ch, s, s)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """KL first stage: (μ, log σ²) of q(z|x), each (B, c, h, w)."""

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .latent import IMAGE_SIZE, PADDED_SIZE, check_factor, crop_images, pad_images
+from .latent import IMAGE_SIZE, LatentAutoencoder, check_factor, crop_images, pad_images
 from .nn import ConvEncoder, Upsample, check_image_batch, group_norm
 
 NORMS = ("spatial", "group")
@@ -125,7 +125,7 @@ class MoVQDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h, zq)))
 
 
-class MoVQFirstStage(nn.Module):
+class MoVQFirstStage(LatentAutoencoder):
     """VQ first stage x (B, 1, 28, 28) in [−1, 1] ↔ z (B, c, 32/f, 32/f) with a MoVQ or plain decoder.
 
     ``encode`` → the continuous encoder output z_e; ``decode`` quantises it (lesson-03 quantiser,
@@ -147,15 +147,6 @@ class MoVQFirstStage(nn.Module):
         self.quantizer = VectorQuantizer(num_codes=codebook_size, code_dim=latent_ch, beta=commitment, ema=True,
                                          restart_dead=True)
         self.decoder = MoVQDecoder(latent_ch, ch, ch_mult, num_res, norm)
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        s = PADDED_SIZE // self.f
-        return (self.latent_ch, s, s)
-
-    @property
-    def last_layer(self) -> torch.Tensor:
-        return self.decoder.conv_out.weight
 
     def encode(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """x (B, 1, 28, 28) in [−1, 1] → continuous z_e (B, c, 32/f, 32/f). ``sample`` is ignored."""

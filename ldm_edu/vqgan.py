@@ -230,13 +230,6 @@ def first_stage_terms(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
     return out["x_hat"], x.new_zeros(()), {}
 
 
-def last_layer_of(model: nn.Module) -> torch.Tensor:
-    """The weight of the decoder's last conv (lesson 06's FirstStage: decoder.conv_out)."""
-    if hasattr(model, "last_layer"):
-        return model.last_layer
-    return model.decoder.conv_out.weight
-
-
 def vqgan_loss_fn(loss: VQGANLoss, lr: float = 2e-3, betas=(0.5, 0.9)):
     """A loss_fn for fit() that trains the first stage with the recipe and, inside the same call, first
     takes one discriminator step on the batch's reconstructions (its own Adam, betas (0.5, 0.9) as
@@ -260,7 +253,7 @@ def vqgan_loss_fn(loss: VQGANLoss, lr: float = 2e-3, betas=(0.5, 0.9)):
             d_opt.step()
             logs.update(d_logs)
         # 2. the autoencoder's loss; fit() runs its backward and step
-        g_loss, g_logs = loss.generator_loss(x, x_hat, last_layer_of(model), step)
+        g_loss, g_logs = loss.generator_loss(x, x_hat, model.last_layer, step)
         logs.update(g_logs)
         return g_loss + reg, logs
 
@@ -269,4 +262,4 @@ def vqgan_loss_fn(loss: VQGANLoss, lr: float = 2e-3, betas=(0.5, 0.9)):
 
 
 __all__ = ["RandomFeatureNet", "PatchDiscriminator", "hinge_d_loss", "hinge_g_loss", "adaptive_weight",
-           "gan_factor", "VQGANLoss", "first_stage_terms", "last_layer_of", "vqgan_loss_fn"]
+           "gan_factor", "VQGANLoss", "first_stage_terms", "vqgan_loss_fn"]

@@ -19,6 +19,9 @@ CHECKERS = [(lesson, name) for lesson in LESSONS
                                                inspect.isfunction)
             if name.startswith("check_") and fn.__module__ == f"ldm_edu.exercises.{lesson}"]
 CATALOGUES = sorted(Path(__file__).parent.glob("test_exercises_*.py"))
+# (checker, wrong answer, hint it must print) from every catalogue's WRONG table; pytest has put
+# tests/ on sys.path, so the catalogues import by their file names.
+MISTAKES = [m for path in CATALOGUES for m in getattr(importlib.import_module(path.stem), "WRONG", [])]
 
 
 def test_every_lesson_has_exercises():
@@ -47,6 +50,14 @@ def test_checker_rejects_a_blank_answer(lesson, name, capsys):
     check = getattr(importlib.import_module(f"ldm_edu.exercises.{lesson}"), name)
     assert check(blank) is False
     assert "NotImplementedError" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check,wrong,hint", MISTAKES, ids=[f"{c.__module__[-8:]}.{c.__name__}-{h[:40]}"
+                                                            for c, _, h in MISTAKES])
+def test_a_named_mistake_is_rejected_with_its_hint(check, wrong, hint, capsys):
+    assert check(wrong) is False
+    out = capsys.readouterr().out
+    assert "❌" in out and hint in out, out
 
 
 def test_every_checker_meets_a_named_mistake():

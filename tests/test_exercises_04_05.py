@@ -1,29 +1,11 @@
-"""Lessons 04–05 exercises: every reference solution passes its checker; each plausible mistake fails
-with the hint that names it."""
+"""Lessons 04–05 exercises: the mistake catalogue (WRONG: checker, wrong answer, the hint it must
+print), run by tests/test_exercises.py."""
 import math
 
-import pytest
 import torch
 
 from ldm_edu.exercises import lesson04 as L4
 from ldm_edu.exercises import lesson05 as L5
-
-PAIRS = [(L4.check_q_sample, L4.solution_q_sample),
-         (L4.check_ddpm_mean, L4.solution_ddpm_mean),
-         (L4.check_cfg, L4.solution_cfg),
-         (L5.check_ddim_update, L5.solution_ddim_update),
-         (L5.check_sigma_eta, L5.solution_sigma_eta),
-         (L5.check_slerp, L5.solution_slerp)]
-
-
-@pytest.mark.parametrize("check,solution", PAIRS, ids=lambda f: getattr(f, "__name__", ""))
-def test_reference_solution_passes(check, solution, capsys):
-    assert check(solution) is True
-    assert "✅" in capsys.readouterr().out
-
-
-def _todo(*args):
-    raise NotImplementedError
 
 
 def _sqrt(v):
@@ -40,7 +22,6 @@ WRONG = [
     (L4.check_q_sample, lambda ab, x0, t, e: ab[max(t - 1, 0)].sqrt() * x0 + (1 - ab[max(t - 1, 0)]).sqrt() * e,
      "no shift"),
     (L4.check_q_sample, lambda ab, x0, t, e: x0[:1], "shape"),
-    (L4.check_q_sample, _todo, "NotImplementedError"),
     # lesson 04, 2: Algorithm 2's mean
     (L4.check_ddpm_mean, lambda s, x, e, t: (x - s.betas[t] / (1 - s.alpha_bars[t]).sqrt() * e) / s.alpha_bars[t].sqrt(),
      "not by √ᾱ_t"),
@@ -70,10 +51,3 @@ WRONG = [
     (L5.check_slerp, lambda a, b, w: L5.solution_slerp(a, b, 1 - w), "swapped"),
     (L5.check_slerp, lambda a, b, w: a, "arccos"),
 ]
-
-
-@pytest.mark.parametrize("check,wrong,hint", WRONG, ids=[f"{c.__name__}-{h}" for c, _, h in WRONG])
-def test_plausible_mistakes_are_rejected_with_their_hint(check, wrong, hint, capsys):
-    assert check(wrong) is False
-    out = capsys.readouterr().out
-    assert "❌" in out and hint in out, out

@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from ldm_edu.latent import FirstStage
 from ldm_edu.metrics import MNISTClassifier
@@ -13,7 +12,7 @@ from ldm_edu.movq import MoVQFirstStage
 from ldm_edu.dcae import DCAutoencoder
 from ldm_edu.train import fit
 from ldm_edu.vqgan import (PatchDiscriminator, RandomFeatureNet, VQGANLoss, adaptive_weight, first_stage_terms,
-                           gan_factor, hinge_d_loss, hinge_g_loss, last_layer_of, vqgan_loss_fn)
+                           gan_factor, hinge_d_loss, hinge_g_loss, vqgan_loss_fn)
 
 
 def _images(n=4, seed=0):
@@ -107,7 +106,7 @@ def test_generator_loss_is_rec_plus_lambda_gan():
     loss = VQGANLoss(perceptual_weight=0.5, disc_weight=0.8, disc_start=0, disc_ch=8)
     x = _images(4)
     x_hat = ae(x)["x_hat"]
-    total, logs = loss.generator_loss(x, x_hat, last_layer_of(ae), step=0)
+    total, logs = loss.generator_loss(x, x_hat, ae.last_layer, step=0)
     # by hand: Σ|x − x̂| + w_p · P · 784 per image, mean over the batch; then + λ · (−mean D(x̂))
     rec = ((x - x_hat).abs().flatten(1).sum(1) + 0.5 * loss.perceptual.distance(x, x_hat) * 784).mean()
     g = -loss.discriminator(x_hat).mean()
@@ -116,7 +115,7 @@ def test_generator_loss_is_rec_plus_lambda_gan():
     torch.testing.assert_close(logs["lam"], lam)
     # before the warm-up ends: reconstruction only, no discriminator call
     loss.disc_start = 10
-    total, logs = loss.generator_loss(x, x_hat, last_layer_of(ae), step=3)
+    total, logs = loss.generator_loss(x, x_hat, ae.last_layer, step=3)
     torch.testing.assert_close(total, rec, rtol=1e-5, atol=1e-4)
     assert "lam" not in logs
     with pytest.raises(ValueError, match="rec must be"):
@@ -136,7 +135,8 @@ def test_first_stage_terms_for_every_first_stage():
     dc = DCAutoencoder(f=16, latent_ch=16, ch=8, max_ch=32)
     _, reg, logs = first_stage_terms(dc, x)
     assert reg.item() == 0 and logs == {}
-    assert last_layer_of(dc) is dc.conv_out.weight and last_layer_of(vq) is vq.decoder.conv_out.weight
+    assert dc.last_layer is dc.conv_out.weight and vq.last_layer is vq.decoder.conv_out.weight
+    assert kl.last_layer is kl.decoder.conv_out.weight and kl.latent_shape == (kl.latent_ch, 8, 8)
 
 
 def test_fit_trains_generator_and_discriminator_after_warm_up():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass, field, replace
 
 import torch
