@@ -71,8 +71,9 @@ class VQConfig:
     batch_size: int = 64
     lr: float = 2e-3
     n_eval: int = 5000             # test images for PSNR and codebook usage
+    # stage 2: the autoregressive prior over the code indices
     n_tokens: int = 30000          # training images tokenised for the prior
-    prior_dim: int = 128
+    prior_dim: int = 128           # transformer width, layers, attention heads
     prior_depth: int = 4
     prior_heads: int = 4
     prior_steps: int = 2000
@@ -140,7 +141,8 @@ class LDMConfig:
     # first stage: 28×28 padded to 32×32 → latent_ch × 32/f × 32/f
     f: int = 4
     latent_ch: int = 4
-    ae_ch: int = 16
+    ae_ch: int = 16                # first-stage base width
+    # its training (lesson 06's loss: ‖x − x̂‖² + kl_weight·KL, or the VQ terms)
     ae_steps: int = 1500
     ae_batch_size: int = 128
     ae_lr: float = 2e-3

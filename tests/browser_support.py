@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
+import urllib.error
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,3 +76,29 @@ def is_local(url: str) -> bool:
     from urllib.parse import urlsplit
     u = urlsplit(url)
     return u.scheme in ("file", "data", "blob", "about") or u.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+@contextmanager
+def running_server(cmd: list, probe, startup_s: float, log_text, **popen):
+    """Start ``cmd`` in its own process group, wait until ``probe()`` stops raising a connection error
+    (failing the test with the end of ``log_text()`` if the process exits or ``startup_s`` passes),
+    yield the process, and always stop the whole group (SIGTERM, then SIGKILL after 30 s)."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+    try:
+        deadline = time.time() + startup_s
+        while True:
+            try:
+                probe()
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"{' '.join(map(str, cmd[:3]))} did not start:\n{log_text(proc)[-3000:]}")
+                time.sleep(0.5)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTEFACTS, ROOT, chromium, free_port, require_browser
+from browser_support import ARTEFACTS, ROOT, chromium, free_port, require_browser, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -83,28 +82,14 @@ def lab(tmp_path_factory, browser_exe):
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
-    log = open(root / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    log = open(root / "lab.log", "wb")
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                _api(base, "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"jupyter lab did not start on port {port}:\n"
-                                f"{(root / 'lab.log').read_text(errors='replace')[-3000:]}")
-                time.sleep(0.5)
-        yield base, root, proc.pid
+        with running_server(cmd, lambda: _api(base, "/api/status"), 120,
+                            lambda proc: (root / "lab.log").read_text(errors="replace"),
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT) as proc:
+            yield base, root, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
         log.close()
         SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / "lab.log", SHOTS / "lab.log")

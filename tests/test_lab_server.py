@@ -2,23 +2,13 @@
 contents API for lessons/, check that a request without the token is refused, then stop it."""
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from browser_support import ROOT, free_port, running_server
 
 
 def get(url: str, token: str | None = None):
@@ -33,28 +23,11 @@ def lab_server(tmp_path):
     flags = (f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 "
              f"--IdentityProvider.token={token} --ServerApp.runtime_dir={tmp_path}")
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path))
-    proc = subprocess.Popen(["make", "-s", "lab", f"LAB_FLAGS={flags}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                get(f"{base}/api/status", token)
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if proc.poll() is not None or time.time() > deadline:
-                    out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
-                    pytest.fail(f"jupyter lab did not start on port {port}:\n{out[-3000:]}")
-                time.sleep(0.5)
+    with running_server(["make", "-s", "lab", f"LAB_FLAGS={flags}"], lambda: get(f"{base}/api/status", token), 90,
+                        lambda proc: proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "",
+                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT):
         yield base, token
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_lab_serves_lessons_and_requires_token(lab_server):
