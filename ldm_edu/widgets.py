@@ -60,9 +60,12 @@ def frame_slider(frames: list, render: Callable[[object], "plt.Figure"], descrip
 
 # ----------------------------------------------------------------------------- lessons 01–02
 def _counted(render: Callable, box_state: dict) -> Callable:
-    """Wrap a render function so the box records how many renders ran and the last error."""
+    """Wrap a render function so the box records how many renders ran, with which values
+    (``box_state["calls"]``, when that list is present) and the last error."""
     def wrapped(**kw):
         box_state["renders"] += 1
+        if "calls" in box_state:
+            box_state["calls"].append(dict(kw))
         try:
             return render(**kw)
         except Exception as e:
@@ -156,8 +159,11 @@ def token_editor(model, image, description: str = "edit one token") -> W.Box:
     def follow(_):
         code.value = int(base[row.value, col.value])
 
-    box = interactive_figure(render, {"row": row, "col": col, "code": code})
+    # registered before the figure's own observers, so a new row/column first takes the code that is
+    # there and the figure never shows the old code written at the new place
     row.observe(follow, names="value")
     col.observe(follow, names="value")
-    box.base_tokens, box.render = base, render
+    state = {"renders": 0, "last_error": None, "calls": []}
+    box = interactive_figure(_counted(render, state), {"row": row, "col": col, "code": code})
+    box.base_tokens, box.render, box.state = base, render, state
     return box

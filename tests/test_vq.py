@@ -295,8 +295,13 @@ def test_token_editor_widget_headless():
     m = VQVAE(num_codes=16, code_dim=4, ch=8)
     box = token_editor(m, torch.rand(1, 28, 28))
     c = box.controls
+    box.state["calls"].clear()
     c["row"].value = 1
     assert c["code"].value == int(box.base_tokens[1, c["col"].value])     # the code slider follows the cell
+    # every render after the move shows the new cell with the code that is there (never the old code
+    # written at the new place)
+    assert box.state["calls"] and all(k["code"] == int(box.base_tokens[k["row"], k["col"]])
+                                      for k in box.state["calls"])
     c["code"].value = (c["code"].value + 1) % 16                          # an edit re-renders without error
     assert not any("Error" in str(o.get("text", "")) for o in box.output.outputs)
     fig = box.render(0, 0, 5)
