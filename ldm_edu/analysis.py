@@ -85,27 +85,84 @@ def gaussian_fit_samples(z_codes: torch.Tensor, n: int, generator: torch.Generat
     return m + torch.randn(n, zc.shape[1], generator=generator) @ chol.T
 
 
-def class_coverage(images: torch.Tensor, device=None) -> dict:
-    """What the shipped MNIST classifier sees in a set of images in [0, 1]: the class histogram
-    ``hist`` (10,), its entropy H in nats, the *effective number of classes* exp(H) (10: all digits
-    equally often; 1: a single digit) and the share of the most frequent class ``top_share``."""
-    from .metrics import class_histogram
+def effective_classes(labels: torch.Tensor, num_classes: int = 10) -> float:
+    """The effective number of classes of a set of labels: exp(H), H = −Σ_c p_c log p_c the entropy
+    (in nats) of their histogram p, with 0 · log 0 = 0 (Hill 1973, the diversity of order 1).
+    ``num_classes`` for all p_c equal, 1 for a single class; NaN for an empty set."""
+    labels = torch.as_tensor(labels).long().flatten().cpu()
+    if len(labels) == 0:
+        return math.nan
+    p = torch.bincount(labels, minlength=num_classes).double() / len(labels)
+    p = p[p > 0]
+    return math.exp(float(-(p * p.log()).sum()))
 
-    hist = class_histogram(images, device)
+
+def bootstrap_interval(stat, *samples: torch.Tensor, n_boot: int = 200, level: float = 0.95, seed: int = 0):
+    """A statistic of ``samples`` with a percentile bootstrap interval (Efron & Tibshirani 1993, §13.3).
+
+    ``value`` = stat(*samples); each of ``n_boot`` replicates draws n row indices with replacement
+    (one draw for all ``samples`` together, so paired rows stay paired) and recomputes ``stat``;
+    the interval is the (1 ∓ level)/2 quantiles of the replicates. It measures the spread from the
+    sample of n alone (e.g. of decoded codes), not from anything held fixed (the reference codes,
+    the classifier). Returns a ``metrics.Interval``."""
+    from .metrics import Interval
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 10:
+        raise ValueError(f"n_boot must be ≥ 10 for a percentile interval, got {n_boot}")
+    n = len(samples[0]) if samples else 0
+    if n == 0 or any(len(s) != n for s in samples):
+        raise ValueError(f"samples must be non-empty and of equal length, got {[len(s) for s in samples]}")
+    g = torch.Generator().manual_seed(seed)
+    boot = torch.tensor([float(stat(*(s[idx] for s in samples)))
+                         for idx in (torch.randint(0, n, (n,), generator=g) for _ in range(n_boot))], dtype=torch.float64)
+    low, high = boot.nanquantile(torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return Interval(float(stat(*samples)), low, high)
+
+
+def class_coverage(images: torch.Tensor, device=None, n_boot: int = 200, seed: int = 0) -> dict:
+    """What the shipped MNIST classifier sees in a set of images in [0, 1]: each image's label
+    ``labels`` (the argmax of p(y | x)), their histogram ``hist`` (10,), its entropy H in nats, the
+    *effective number of classes* exp(H) (``effective_classes``: 10 for all digits equally often, 1
+    for a single digit) with its bootstrap interval over the images (``effective_classes_ci``, a
+    ``metrics.Interval``), and the share of the most frequent class ``top_share``."""
+    from .metrics import classifier_probs
+
+    labels = classifier_probs(images, device).argmax(1)
+    hist = torch.bincount(labels, minlength=10).double() / max(1, len(labels))
     p = hist[hist > 0]                                  # 0 · log 0 = 0
     entropy = float(-(p * p.log()).sum())
-    return {"hist": hist, "entropy": entropy, "effective_classes": math.exp(entropy),
+    return {"labels": labels, "hist": hist, "entropy": entropy, "effective_classes": math.exp(entropy),
+            "effective_classes_ci": bootstrap_interval(effective_classes, labels, n_boot=n_boot, seed=seed),
             "top_share": float(hist.max())}
 
 
 @torch.no_grad()
-def sampler_report(model, z_codes: torch.Tensor, z_samples: torch.Tensor) -> dict:
+def sampler_report(model, z_codes: torch.Tensor, z_samples: torch.Tensor, n_boot: int = 200, seed: int = 0) -> dict:
     """The measures lessons 01 and 02 apply to any way of drawing codes for a decoder ``model``
-    (Autoencoder or VAE): ``holes`` (``hole_fraction`` of ``z_samples`` against the real codes
-    ``z_codes``) and the ``class_coverage`` of the decoded samples; ``images`` are the decodings."""
+    (Autoencoder or VAE), each with a bootstrap interval over the samples (``*_ci``, ``metrics.Interval``):
+
+    - ``holes``: the fraction of ``z_samples`` in a hole of the real codes ``z_codes``
+      (``hole_fraction``; ``in_hole`` is the (N,) mask);
+    - the ``class_coverage`` of all decoded samples (``effective_classes``, ``hist``, ``top_share``,
+      ``labels``). The classifier names a digit even for a blend decoded from a hole, so this
+      count flatters a sampler that lands in holes; hence also
+    - ``effective_classes_outside_holes``: exp(H) of the labels of the samples *not* in a hole
+      (NaN if all are), with ``n_outside_holes``.
+
+    ``images`` are the decodings."""
     device = next(model.parameters()).device
     images = decode_all(model, z_samples.to(device)).cpu()
-    return {"holes": hole_fraction(z_codes, z_samples), "images": images, **class_coverage(images)}
+    in_hole = hole_mask(z_codes, z_samples)
+    cov = class_coverage(images, n_boot=n_boot, seed=seed)
+    labels = cov["labels"]
+    outside = lambda lab, hole: effective_classes(lab[~hole])
+    return {"holes": float(in_hole.float().mean()), "in_hole": in_hole, "images": images, **cov,
+            "holes_ci": bootstrap_interval(lambda h: h.float().mean(), in_hole, n_boot=n_boot, seed=seed),
+            "effective_classes_outside_holes": outside(labels, in_hole),
+            "effective_classes_outside_holes_ci": bootstrap_interval(outside, labels, in_hole, n_boot=n_boot, seed=seed),
+            "n_outside_holes": int((~in_hole).sum())}
 
 
 def linear_probe(z_train, y_train, z_test, y_test, max_iter: int = 500) -> float:
@@ -207,15 +264,21 @@ def gradient_estimates(f, mu: torch.Tensor, logvar: torch.Tensor, n: int, estima
 
     - "reparam": z = μ + σ ⊙ ε, gradient of f(z) flows through z (Kingma & Welling 2014; slides).
     - "score" (REINFORCE, Williams 1992): f(z) ∇_μ log q(z), with z sampled and *not*
-      differentiated; ``baseline=True`` subtracts the mean of f over the n samples (a control
-      variate; it keeps the estimator unbiased up to O(1/n) and lowers its variance).
+      differentiated; ``baseline=True`` subtracts the leave-one-out baseline
+      b_i = (Σ_j f(z_j) − f(z_i)) / (n − 1), the mean of f over the *other* n − 1 samples (a control
+      variate, Kool et al. 2019 "Buy 4 REINFORCE samples"). b_i is independent of z_i and
+      E[∇_μ log q(z_i)] = 0, so E[b_i ∇_μ log q(z_i)] = 0: the estimator stays exactly unbiased
+      (subtracting the mean over all n samples, f_i included, would shrink it by (n − 1)/n) and
+      its variance drops. Needs n ≥ 2.
     ``f`` maps (n, d) codes → (n,) values; ``mu``, ``logvar`` have shape (d,).
-    Both estimators are unbiased: their means agree; their variances do not.
+    All three are unbiased: their means agree; their variances do not.
     """
     if estimator not in ("reparam", "score"):
         raise ValueError(f"estimator must be 'reparam' or 'score', got {estimator!r}")
     if mu.dim() != 1 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must be 1-D of the same length, got {tuple(mu.shape)}, {tuple(logvar.shape)}")
+    if baseline and (estimator != "score" or n < 2):
+        raise ValueError(f"baseline=True needs estimator='score' and n ≥ 2 (leave-one-out), got {estimator!r}, n={n}")
     mu_n = mu.detach().expand(n, -1).clone().requires_grad_(True)    # one copy of μ per sample
     logvar_n = logvar.detach().expand(n, -1)
     with torch.enable_grad():
@@ -228,8 +291,8 @@ def gradient_estimates(f, mu: torch.Tensor, logvar: torch.Tensor, n: int, estima
             # 2. f(z) is only evaluated, never differentiated (minus a baseline, if asked)
             with torch.no_grad():
                 fz = f(z)
-                if baseline:
-                    fz = fz - fz.mean()
+                if baseline:                       # leave-one-out: b_i = mean of f over the other n − 1
+                    fz = fz - (fz.sum() - fz) / (n - 1)
             # 3. ∇_μ of the surrogate f(z) · log q(z): f(z) ∇_μ log q(z) = f(z) (z − μ) / σ²
             log_q = torch.distributions.Normal(mu_n, (0.5 * logvar_n).exp()).log_prob(z).sum(1)
             (fz * log_q).sum().backward()

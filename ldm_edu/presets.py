@@ -43,7 +43,7 @@ class VAEConfig:
     latent_dim_2d: int = 2         # a second, 2-D VAE for the manifold plot and the β study
     steps_2d: int = 3000
     # β values precomputed for the β slider, chosen to span "both latent dims active" → "one collapsed" →
-    # "both collapsed" on the cpu preset (2-D, 1500 steps); lesson 02 reads where that happens from its own run
+    # "both collapsed" on the cpu preset (2-D, beta_steps each); lesson 02 reads where that happens from its own run
     betas: tuple = (0.1, 0.5, 1.0, 4.0, 24.0, 64.0)
     beta_steps: int = 1500
     iw_samples: int = 100          # importance samples for log p(x) (Burda et al. 2016)
@@ -244,8 +244,8 @@ class Preset:
     seed: int = 0
 
     def describe(self) -> str:
-        return (f"preset '{self.name}' on {self.device}: each lesson takes about "
-                f"{self.minutes:g} min on its target machine")
+        return (f"preset '{self.name}' on {self.device}: time budget ≤ {self.minutes:g} min per lesson "
+                f"on its target machine (docs/BENCHMARKS.md lists the measured times)")
 
 
 def _tiny() -> Preset:
@@ -276,8 +276,8 @@ def _cpu() -> Preset:
         name="cpu", device="cpu", minutes=10,
         compression=CompressionConfig(),
         ae=AEConfig(hidden=512, steps=3000, sweep_steps=1500),
-        vae=VAEConfig(hidden=512, steps=12000, steps_2d=3000, beta_steps=1500),
-        vq=VQConfig(ch=16, steps=450, extra_steps=750, n_tokens=60000, prior_dim=64, prior_depth=2, prior_steps=4000,
+        vae=VAEConfig(hidden=512, steps=10000, steps_2d=3000, beta_steps=1200),
+        vq=VQConfig(ch=16, steps=400, extra_steps=600, n_tokens=30000, n_eval=2000, prior_dim=64, prior_depth=2, prior_steps=2000,
                     prior_lr=2e-3),
         diffusion=DiffusionConfig(),
         ldm=LDMConfig(ae_ch=16, ae_steps=700, ae_batch_size=64, steps=3000, eval_every=250,

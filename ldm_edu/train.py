@@ -124,15 +124,17 @@ def _in_notebook() -> bool:
 
 
 class LiveLossPlot:
-    """A loss curve that redraws in place in a notebook (a display handle, no ipympl needed)."""
+    """A loss curve that redraws in place in a notebook (a display handle, no ipympl needed): the
+    loss of every step, faint, and from step ``window`` on the trailing mean of the last ``window``
+    steps (drawn only where a full window exists, so it does not jump where the averaging starts)."""
 
-    def __init__(self, title: str = "training loss", min_interval: float = 2.0):
+    def __init__(self, title: str = "training loss", min_interval: float = 2.0, window: int = 10):
         from IPython.display import display
         import matplotlib.pyplot as plt
 
         self.fig, self.ax = plt.subplots(figsize=(6, 2.6))
         plt.close(self.fig)                      # we display it ourselves; no duplicate at cell end
-        self.title, self.min_interval, self.last = title, min_interval, 0.0
+        self.title, self.min_interval, self.last, self.window = title, min_interval, 0.0, int(window)
         self.handle = display(self.fig, display_id=True)
 
     def update(self, history: History, force: bool = False) -> None:
@@ -142,12 +144,16 @@ class LiveLossPlot:
         self.last = now
         ax = self.ax
         ax.clear()
-        ax.plot(history.steps, history.loss, alpha=0.3, color="C0")
-        ax.plot(history.steps, history.smoothed("loss", 10), color="C0", label="loss")
+        ax.plot(history.steps, history.loss, alpha=0.3, color="C0", label="loss per step")
+        w = self.window
+        if len(history.loss) >= w:                # a trailing mean of w steps exists from step w on
+            ax.plot(history.steps[w - 1:], history.smoothed("loss", w)[w - 1:], color="C0",
+                    label=f"mean of the last {w} steps")
+            ax.legend(fontsize=8, loc="upper right")
         finite = [v for v in history.loss if math.isfinite(v)]
         if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
             ax.set_yscale("log")
-        ax.set_xlabel("step")
+        ax.set_xlabel("step"), ax.set_ylabel("loss")
         ax.set_title(self.title)
         self.fig.tight_layout()
         self.handle.update(self.fig)

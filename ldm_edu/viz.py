@@ -106,15 +106,18 @@ def plot_curves(curves: dict, xlabel: str = "step", ylabel: str = "loss", title:
     return _finish(ax.figure) if own else ax.figure
 
 
-def plot_history(history, title: str = "training loss", logy: bool = False, metrics: tuple = ()):
-    """The loss (and chosen metrics) of a fit() History."""
+def plot_history(history, title: str = "training loss", logy: bool = False, metrics: tuple = (),
+                 labels: dict | None = None):
+    """The loss (and chosen metrics) of a fit() History. ``labels``: metric name → panel title
+    (e.g. with its unit, {"kl": "KL (nats)"}); the loss panel is titled ``title``."""
     names = ("loss",) + tuple(metrics)
+    labels = {"loss": title, **(labels or {})}
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3))
     for ax, name in zip(np.atleast_1d(axes), names):
         y = history.loss if name == "loss" else history.metrics[name]
         ax.plot(history.steps, y, alpha=0.3, color="C0")
         ax.plot(history.steps, history.smoothed(name, 10), color="C0")
-        ax.set_title(name if name != "loss" else title, fontsize=10)
+        ax.set_title(labels.get(name, name), fontsize=10)
         ax.set_xlabel("step")
         if logy:
             ax.set_yscale("log")
@@ -162,10 +165,19 @@ def latent_point_figure(z, labels, point, image, extent=None, title: str | None 
 def beta_figure(snapshots: dict, beta: float):
     """One β of a β sweep (``experiments.sweeps.train_beta_sweep``): latent scatter, prior samples,
     the reconstruction/KL trade-off of all βs with this one marked, and the KL per latent dim."""
+    from .analysis import ACTIVE_KL, latent_bounds
+
     snap = snapshots[beta]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.5), gridspec_kw={"width_ratios": [1.25, 1, 1, 0.7]})
-    latent_scatter(snap["mu"], snap["labels"], ax=axes[0], s=1.5, extent=4,
-                   title=f"β = {beta:g}: posterior means μ")
+    # one box for every β (the one holding the codes of all βs), so the panels can be compared;
+    # codes outside it are counted in the title rather than silently cut
+    box = latent_bounds(torch.cat([torch.as_tensor(s["mu"]).float().cpu() for s in snapshots.values()]), q=0.001)
+    mu = torch.as_tensor(snap["mu"]).float().cpu()
+    outside = float(((mu[:, 0] < box[0][0]) | (mu[:, 0] > box[0][1]) | (mu[:, 1] < box[1][0]) |
+                     (mu[:, 1] > box[1][1])).float().mean())
+    latent_scatter(mu, snap["labels"], ax=axes[0], s=1.5,
+                   title=f"β = {beta:g}: posterior means μ" + (f" ({outside:.1%} outside)" if outside > 0 else ""))
+    axes[0].set_xlim(*box[0]), axes[0].set_ylim(*box[1])
     axes[1].imshow(grid_array(snap["samples"], int(np.ceil(np.sqrt(len(snap["samples"]))))), cmap="gray",
                    vmin=0, vmax=1, interpolation="nearest")
     axes[1].set_axis_off()
@@ -180,16 +192,49 @@ def beta_figure(snapshots: dict, beta: float):
     axes[2].set_xlabel("KL(q(z|x) ‖ p(z))  [nats]"), axes[2].set_ylabel("reconstruction −log p(x|z)  [nats]")
     axes[2].set_title(f"trade-off; −ELBO(β=1) = {snap['neg_elbo']:.1f}", fontsize=10)
     axes[2].grid(alpha=0.3)
-    from .analysis import ACTIVE_KL
-
     kd = snap["kl_per_dim"].numpy() if torch.is_tensor(snap["kl_per_dim"]) else np.asarray(snap["kl_per_dim"])
     axes[3].bar([f"z{j + 1}" for j in range(len(kd))], kd, color=["C3" if v < ACTIVE_KL else "C0" for v in kd])
-    for j, v in enumerate(kd):       # label every bar: a collapsed one has no height to see
-        axes[3].annotate(f"{v:.3f}" + ("\ncollapsed" if v < ACTIVE_KL else ""), (j, float(v)), ha="center",
+    for j, v in enumerate(kd):       # label every bar: an inactive one has no height to see
+        axes[3].annotate(f"{v:.3f}" + ("\ninactive" if v < ACTIVE_KL else ""), (j, float(v)), ha="center",
                          va="bottom", fontsize=8, color="C3" if v < ACTIVE_KL else "black",
                          textcoords="offset points", xytext=(0, 2))
-    axes[3].set_title(f"KL per dim (red: < {ACTIVE_KL:g} nats, collapsed)", fontsize=10)
+    axes[3].set_title(f"KL per dim, nats (red: < {ACTIVE_KL:g}, inactive)", fontsize=10)
     axes[3].set_ylim(0, max(0.5, float(kd.max()) * 1.15))
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def latent_grid_figure(images, grid, title: str | None = None, scale: float = 0.3, n_ticks: int = 5):
+    """Images decoded on a 2-D grid of codes (``analysis.latent_grid``: row-major, top row = largest
+    z₂), drawn as one picture with the z₁ / z₂ value of some columns / rows on the axes."""
+    grid = torch.as_tensor(grid).float().cpu()
+    zx, zy = grid[:, 0].unique(sorted=True), grid[:, 1].unique(sorted=True).flip(0)
+    n = len(zx)
+    fig = show_grid(images, nrow=n, title=title, scale=scale)
+    ax = fig.axes[0]
+    ax.set_axis_on()
+    cell = 28 + 1                                             # grid_array: 28 px + 1 px padding
+    idx = np.unique(np.linspace(0, n - 1, min(n_ticks, n)).round().astype(int))
+    ax.set_xticks(1 + cell * idx + 14), ax.set_xticklabels([f"{float(zx[i]):.2f}" for i in idx], fontsize=7)
+    ax.set_yticks(1 + cell * idx + 14), ax.set_yticklabels([f"{float(zy[i]):.2f}" for i in idx], fontsize=7)
+    ax.set_xlabel("$z_1$", fontsize=9), ax.set_ylabel("$z_2$", fontsize=9)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def kl_per_dim_figure(kl_dims, threshold: float, title: str | None = None):
+    """The KL of each latent dimension (``analysis.kl_per_dim``), sorted, on a log axis, with the
+    activity threshold as a line: whether "active" is a clear split or hangs on the threshold."""
+    kd = np.sort(np.asarray(torch.as_tensor(kl_dims).float().cpu()))[::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    ax.bar(np.arange(len(kd)), np.maximum(kd, 1e-6), color=np.where(kd > threshold, "C0", "C3"))
+    ax.axhline(threshold, color="black", lw=1, ls="--", label=f"ACTIVE_KL = {threshold:g} nats")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent dimension, sorted by KL"), ax.set_ylabel("mean KL per image (nats)")
+    ax.set_title(title or "KL(q(z_j|x) ‖ N(0, 1)) of each dimension (blue: active, red: inactive)", fontsize=10)
+    ax.legend(fontsize=8), ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return _finish(fig)
 

@@ -74,14 +74,15 @@ def _counted(render: Callable, box_state: dict) -> Callable:
     return wrapped
 
 
-def latent_explorer(decode: Callable, z, labels, extent=None, point=None, step: float | None = None) -> W.Box:
+def latent_explorer(decode: Callable, z, labels, extent=None, point=None, step: float | None = None,
+                    title: str | None = None) -> W.Box:
     """Two sliders (z₁, z₂) move a point in a 2-D latent plane; the figure shows it on the scatter
     of ``z`` (coloured by ``labels``) and the image ``decode(point)`` beside it (lessons 01, 02).
 
     ``extent``: a number e (the square [−e, e]²), a box ((lo₁, hi₁), (lo₂, hi₂)), or ``None`` for the
     codes' own bounding box. Decoding one point is one MLP pass, so it runs in the callback; the
     sliders fire on release. ``box.render(z1=…, z2=…)`` draws one state as a static Figure and
-    ``box.bounds`` is the box shown."""
+    ``box.bounds`` is the box shown; ``title`` names the scatter panel."""
     from . import viz
     from .analysis import latent_bounds
     import torch
@@ -99,7 +100,7 @@ def latent_explorer(decode: Callable, z, labels, extent=None, point=None, step: 
     def render(z1: float, z2: float):
         with torch.no_grad():
             img = decode(torch.tensor([[z1, z2]], dtype=torch.float32))
-        return viz.latent_point_figure(zc, labels, (z1, z2), img.detach().cpu(), extent=bounds)
+        return viz.latent_point_figure(zc, labels, (z1, z2), img.detach().cpu(), extent=bounds, title=title)
 
     sliders = {name: W.FloatSlider(value=float(v), min=lo, max=hi, step=step or (hi - lo) / 200,
                                    description=name, continuous_update=False, readout_format=".2f")

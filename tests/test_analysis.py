@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from ldm_edu.analysis import (ACTIVE_KL, class_coverage, evaluate_vae, gaussian_fit_samples, gradient_estimates,
-                              hole_fraction, hole_mask, iw_log_likelihood, kl_per_dim, sampler_report)
+from ldm_edu.analysis import (ACTIVE_KL, bootstrap_interval, class_coverage, effective_classes, evaluate_vae,
+                              gaussian_fit_samples, gradient_estimates, hole_fraction, hole_mask, iw_log_likelihood,
+                              kl_per_dim, sampler_report)
 from ldm_edu.autoencoders import VAE, Autoencoder
 
 
@@ -122,15 +123,53 @@ def test_gaussian_fit_samples_match_the_codes_moments():
         gaussian_fit_samples(codes[:2], 5)
 
 
+def test_effective_classes_by_hand():
+    assert effective_classes(torch.tensor([0, 0, 1, 1])) == pytest.approx(2.0)
+    assert effective_classes(torch.tensor([3, 3, 3, 3, 3])) == pytest.approx(1.0)
+    assert effective_classes(torch.arange(10).repeat(7)) == pytest.approx(10.0)
+    # p = (3/4, 1/4): H = −(0.75 ln 0.75 + 0.25 ln 0.25) = 0.562335 nats, e^H = 1.754765
+    assert effective_classes(torch.tensor([0, 0, 0, 1])) == pytest.approx(1.754765, abs=1e-6)
+    assert math.isnan(effective_classes(torch.tensor([], dtype=torch.long)))
+
+
+def test_bootstrap_interval_matches_the_binomial_standard_error():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2000, generator=g) < 0.2).double()
+    iv = bootstrap_interval(lambda a: a.mean(), x, n_boot=400, seed=1)
+    p, n = float(x.mean()), len(x)
+    assert iv.value == pytest.approx(p) and iv.low < p < iv.high
+    # a 95 % interval spans ≈ 2 · 1.96 standard errors; 400 replicates pin its ends to ≈ ±10 %
+    width = 2 * 1.96 * math.sqrt(p * (1 - p) / n)
+    assert 0.75 * width < iv.width < 1.25 * width, (iv, width)
+    assert bootstrap_interval(lambda a: a.mean(), x, n_boot=50, seed=1) == bootstrap_interval(lambda a: a.mean(), x,
+                                                                                               n_boot=50, seed=1)
+    assert bootstrap_interval(lambda a: a.mean(), x, n_boot=50, seed=2) != bootstrap_interval(lambda a: a.mean(), x,
+                                                                                               n_boot=50, seed=1)
+    # a constant sample has no spread; paired samples are resampled together (a − a stays 0)
+    c = bootstrap_interval(lambda a: a.mean(), torch.full((30,), 4.0))
+    assert (c.value, c.low, c.high) == (4.0, 4.0, 4.0)
+    d = bootstrap_interval(lambda a, b: (a - b).abs().max(), x, x.clone())
+    assert (d.low, d.high) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="equal length"):
+        bootstrap_interval(lambda a, b: 0.0, x, x[:5])
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval(lambda a: a.mean(), x, level=1.5)
+
+
 def test_class_coverage_on_real_digits():
     from ldm_edu.data import mnist_tensors
+    from ldm_edu.metrics import class_histogram
     x, y = mnist_tensors("test", limit=1000)
     cov = class_coverage(x)
     h = cov["hist"].numpy()
     ref_entropy = -sum(v * math.log(v) for v in h if v > 0)
     assert cov["entropy"] == pytest.approx(ref_entropy, rel=1e-9)
     assert cov["effective_classes"] == pytest.approx(math.exp(ref_entropy), rel=1e-9)
+    assert cov["effective_classes"] == pytest.approx(effective_classes(cov["labels"]), rel=1e-9)
+    torch.testing.assert_close(cov["hist"], class_histogram(x))
     assert cov["effective_classes"] > 9.5 and h.sum() == pytest.approx(1.0)
+    ci = cov["effective_classes_ci"]
+    assert ci.value == cov["effective_classes"] and ci.low < ci.value <= ci.high < 10.0 + 1e-9
     ones = class_coverage(x[y == 1][:100])
     assert ones["effective_classes"] < 1.3 and ones["top_share"] > 0.9 and int(ones["hist"].argmax()) == 1
 
@@ -139,8 +178,15 @@ def test_sampler_report_decodes_and_measures():
     torch.manual_seed(0)
     ae = Autoencoder(latent_dim=2, hidden=16).eval()
     g = torch.Generator().manual_seed(0)
-    codes, samples = torch.randn(200, 2, generator=g), torch.randn(50, 2, generator=g)
-    rep = sampler_report(ae, codes, samples)
+    codes = torch.randn(200, 2, generator=g)
+    samples = torch.cat([torch.randn(40, 2, generator=g), 50 + torch.randn(10, 2, generator=g)])   # last 10: far away
+    rep = sampler_report(ae, codes, samples, n_boot=50)
     assert rep["images"].shape == (50, 1, 28, 28)
     assert rep["holes"] == hole_fraction(codes, samples)
     assert set(rep) >= {"holes", "hist", "entropy", "effective_classes", "top_share"}
+    assert rep["in_hole"][40:].all() and rep["n_outside_holes"] == int((~rep["in_hole"]).sum()) <= 40
+    assert rep["effective_classes_outside_holes"] == effective_classes(rep["labels"][~rep["in_hole"]])
+    for key in ("holes", "effective_classes", "effective_classes_outside_holes"):
+        ci = rep[f"{key}_ci"]
+        assert ci.value == pytest.approx(rep[key]) and ci.low <= ci.value <= ci.high, key
+    assert 0.2 - 1e-9 <= rep["holes"] and rep["holes_ci"].high > rep["holes_ci"].low

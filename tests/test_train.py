@@ -210,3 +210,30 @@ def test_history_round_trip():
     h.log(1, 2.0, kl=3.0)
     h.log_eval(1, fid=4.0)
     assert History.from_dict(h.to_dict()) == h
+
+
+def test_live_loss_plot_labels_the_axis_and_averages_only_full_windows(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import IPython.display
+    from ldm_edu.train import LiveLossPlot
+
+    class Handle:
+        def update(self, fig):
+            pass
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: Handle())
+    h = History()
+    for step, loss in enumerate([10.0, 8.0, 9.0, 7.0, 6.0, 6.5, 5.0, 5.5], start=1):
+        h.log(step, loss)
+    plot = LiveLossPlot("t", window=4)
+    plot.update(h, force=True)
+    raw, mean = plot.ax.get_lines()
+    assert plot.ax.get_ylabel() == "loss" and plot.ax.get_xlabel() == "step"
+    assert list(raw.get_xdata()) == h.steps
+    # the trailing mean starts at step 4 with (10 + 8 + 9 + 7) / 4 = 8.5, not with raw losses
+    assert list(mean.get_xdata()) == [4, 5, 6, 7, 8]
+    assert list(mean.get_ydata()) == pytest.approx([8.5, 7.5, 7.125, 6.125, 5.75])
+    short = History()
+    short.log(1, 3.0)
+    plot.update(short, force=True)
+    assert len(plot.ax.get_lines()) == 1             # fewer steps than a window: only the raw loss

@@ -82,7 +82,7 @@ def check_score_function(fn) -> bool:
 def solution_gaussian_negative_elbo(x: torch.Tensor, x_mean: torch.Tensor, mu: torch.Tensor,
                                     logvar: torch.Tensor, sigma: float) -> torch.Tensor:
     """Per-image −ELBO with a Gaussian decoder N(x̂, σ² I) (eq. 14–15, 19), one sample of z:
-    ‖x − x̂‖² / 2σ² + (D/2) log 2πσ² + KL, D = number of pixels."""
+    ‖x − x̂‖² / 2σ² + (dim x / 2) log 2πσ² + KL, dim x = number of pixels."""
     d = x[0].numel()
     recon = (x - x_mean).pow(2).flatten(1).sum(1) / (2 * sigma**2) + 0.5 * d * math.log(2 * math.pi * sigma**2)
     return recon + 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
@@ -103,14 +103,14 @@ def check_gaussian_negative_elbo(fn) -> bool:
         sq = (x - x_mean).pow(2).flatten(1).sum(1)
         const = 0.5 * 784 * math.log(2 * math.pi * sigma**2)
         kl = want - sq / (2 * sigma**2) - const
-        for wrong, hint in ((sq / (2 * sigma**2) + kl, "add the normalising constant (D/2) log 2πσ² (D = 784): "
+        for wrong, hint in ((sq / (2 * sigma**2) + kl, "add the normalising constant (dim x / 2) log 2πσ² (dim x = 784): "
                              "without it the number is not a −log density in nats"),
                             (sq / (2 * sigma**2) + const, "you have the reconstruction term only: add the KL (eq. 19)"),
                             (sq / (2 * sigma) + const + kl, "divide the squared error by 2σ², not 2σ"),
                             (sq / 784 / (2 * sigma**2) + const + kl, "sum the squared error over the pixels, do not average")):
             if torch.allclose(got, wrong, rtol=1e-4, atol=1e-3):
                 return False, hint
-        return False, "−ELBO = ‖x − x̂‖²/2σ² + (D/2)·log(2πσ²) + ½ Σ (μ² + exp(logvar) − 1 − logvar)"
+        return False, "−ELBO = ‖x − x̂‖²/2σ² + (dim x / 2)·log(2πσ²) + ½ Σ (μ² + exp(logvar) − 1 − logvar)"
     return guarded("gaussian_negative_elbo", check)
 
 
