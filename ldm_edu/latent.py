@@ -225,12 +225,20 @@ class LatentDiffusion(nn.Module):
     images in [0, 1] (the range the metrics take), ``sample_progressive`` → the latent trajectory.
     """
 
-    def __init__(self, autoencoder: FirstStage, unet: nn.Module, schedule, scale_factor: float = 1.0):
+    def __init__(self, autoencoder: FirstStage, unet: nn.Module, schedule, scale_factor: float = 1.0,
+                 clip_x0: float | None = None):
         super().__init__()
         if not (isinstance(scale_factor, (int, float)) and math.isfinite(scale_factor) and scale_factor > 0):
             raise ValueError(f"scale_factor must be a positive number (1 / std of the latents), got {scale_factor!r}")
+        if clip_x0 is not None and not (math.isfinite(clip_x0) and clip_x0 > 0):
+            raise ValueError(f"clip_x0 must be a positive number (max |z·s| of the training latents) or None, "
+                             f"got {clip_x0!r}")
         self.autoencoder, self.unet, self.schedule = autoencoder, unet, schedule
         self.scale_factor = float(scale_factor)
+        # The latent analogue of lesson 04's clipping of x̂_0 to [−1, 1]: the range the *scaled* training
+        # latents span. With the cosine schedule's last ᾱ ≈ 2·10⁻⁹ the first strided step multiplies any
+        # error of ε̂ by ≈ 10³ (lesson 04, §6); without a bound the latent run never recovers.
+        self.clip_x0 = None if clip_x0 is None else float(clip_x0)
         self.autoencoder.requires_grad_(False).eval()
 
     @property
@@ -282,7 +290,8 @@ class LatentDiffusion(nn.Module):
 
         1. z_T ~ N(0, I) of the latent's shape (from ``generator``, unless ``z_T`` is given);
         2. the lesson-04/05 sampler (``method``, ``steps``, ``eta``) on *scaled* latents, with
-           class labels ``y`` (int or (n,)) and classifier-free guidance w = ``guidance``;
+           class labels ``y`` (int or (n,)), classifier-free guidance w = ``guidance`` and x̂_0
+           clipped to ±``self.clip_x0`` (the training latents' range; None: no clipping);
         3. undo the scale: z_0 / s;
         4. decode: 𝒟(z_0 / s), mapped from [−1, 1] to [0, 1].
         Returns images (n, 1, 28, 28) in [0, 1]; ``decode=False`` → the scaled latents z_0."""
@@ -290,19 +299,21 @@ class LatentDiffusion(nn.Module):
         self.unet.eval()
         # 1.-2. z_T and the reverse process on scaled latents (diffusion.sample draws z_T from generator)
         z = diffusion_sample(self.unet, self.schedule, shape, method=method, steps=steps, eta=eta, y=y,
-                             guidance=guidance, generator=generator, x_T=z_T, progress=progress)
+                             guidance=guidance, generator=generator, x_T=z_T, progress=progress,
+                             clip_x0=self.clip_x0)
         # 3.-4. z / s, then the decoder
         return self.decode(z) if decode else z
 
     def sample_progressive(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50,
                            method: str = "ddim", eta: float = 0.0, generator: torch.Generator | None = None,
                            z_T: torch.Tensor | None = None, progress: bool = False):
-        """``sample``'s trajectory: yields ``SamplerStep(t, z_t, ẑ_0)`` per step, scaled latents
+        """``sample``'s trajectory (x̂_0 clipped as in ``sample``): yields ``SamplerStep(t, z_t, ẑ_0)`` per step, scaled latents
         (decode them with ``decode``); the last item is (−1, z_0, z_0)."""
         shape, y = self._sampler_args(n, y, z_T)
         self.unet.eval()
         yield from sample_progressive(self.unet, self.schedule, shape, method=method, steps=steps, eta=eta, y=y,
-                                      guidance=guidance, generator=generator, x_T=z_T, progress=progress)
+                                      guidance=guidance, generator=generator, x_T=z_T, progress=progress,
+                                      clip_x0=self.clip_x0)
 
 
 # ----------------------------------------------------------------------------- measurement helpers

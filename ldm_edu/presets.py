@@ -79,8 +79,8 @@ class VQConfig:
     prior_steps: int = 2000
     prior_batch_size: int = 128
     prior_lr: float = 1e-3
-    # sampling the prior (as VQGAN / LlamaGen do): keep the top_k likeliest tokens, sharpen with the
-    # temperature, and classifier-free guidance w on the class label
+    # sampling the prior: keep the top_k likeliest tokens and sharpen with the temperature (as VQGAN does),
+    # and classifier-free guidance w on the class label (Ho & Salimans 2022, as LlamaGen does)
     prior_temperature: float = 0.8
     prior_top_k: int = 20
     prior_guidance: float = 2.0
@@ -120,7 +120,7 @@ class DiffusionConfig:
     guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
     n_guidance: int = 200          # samples per guidance value (classifier agreement, FID)
     # lesson 05
-    steps_list: tuple = (5, 10, 20, 50, 100)   # the steps table: DDPM (η = 1) and DDIM (η = 0) at each
+    steps_list: tuple = (5, 10, 20, 50)        # the steps table: DDPM (η = 1) and DDIM (η = 0) at each
     n_fid_steps: int = 1000        # samples per entry of the steps table
     widget_steps: tuple = (5, 10, 20, 50, 100, 1000)
     widget_etas: tuple = (0.0, 0.5, 1.0)
@@ -280,7 +280,7 @@ def _cpu() -> Preset:
         vq=VQConfig(ch=16, steps=400, extra_steps=600, n_tokens=30000, n_eval=2000, prior_dim=64, prior_depth=2, prior_steps=2000,
                     prior_lr=2e-3),
         diffusion=DiffusionConfig(),
-        ldm=LDMConfig(ae_ch=16, ae_steps=700, ae_batch_size=64, steps=3000, eval_every=250,
+        ldm=LDMConfig(ae_ch=16, ae_steps=500, ae_batch_size=64, steps=3000, eval_every=250,
                       samplers=(("ddim", 20), ("ddpm", 20)), n_fid=1000, study_fs=(2, 4, 8), study_latent_ch=(2, 4, 4),
                       study_ae_steps=250, study_unet_ch=16, study_gflop=2000.0, study_evals=2,
                       study_n_fid=200, study_sample_steps=20),

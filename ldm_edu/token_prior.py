@@ -4,6 +4,9 @@ A VQ-VAE has no prior to sample from: its tokens are one-hot posteriors (seed pa
 uniformly random tokens decode to garbage. As in VQ-VAE (PixelCNN prior), VQGAN / DALL-E and
 LlamaGen (a plain GPT over image tokens), we learn p(s) = Π_i p(s_i | s_<i, y) over the token map
 read in raster order, and sample it one token at a time. Here the map is 7×7 = 49 tokens.
+
+Sampling knobs: temperature and top-k as VQGAN samples (Esser et al. 2021), and classifier-free
+guidance on the label (Ho & Salimans 2022) as LlamaGen does (VQGAN has no classifier-free guidance).
 """
 from __future__ import annotations
 

@@ -49,11 +49,19 @@ class VectorQuantizer(nn.Module):
     Either way the commitment loss β‖z_e − sg[e]‖² (eq. 24) keeps the encoder near its codes.
     ``loss`` = codebook term + β · commitment term (eq. 25 without the reconstruction term), both
     as **means over the B·D·H·W latent elements** (like F.mse_loss); multiply by D·H·W for the
-    per-image sums of eq. 25 (``VQVAE`` and ``latent.FirstStage`` do).
+    per-image sums of eq. 25 (``VQVAE`` and ``latent.FirstStage`` do). (The authors' reference code,
+    Sonnet, averages each term per element instead and divides the MSE by the data variance.)
 
     ``restart_dead=True`` (default) re-seeds codes whose running usage (assignments per batch,
     averaged with ``usage_decay``) falls below ``dead_threshold`` with random encoder outputs of
     the current batch (Dhariwal et al. 2020, Jukebox). ``init_kmeans(z)`` sets the codes by k-means.
+
+    The running usage starts at a neutral value: at the first training batch of N vectors every
+    code is credited with the average N / K, as if the codebook had been used uniformly (the same
+    grace a restarted code gets). Starting it at 0 would make almost every code "dead" after one
+    step (usage (1 − γ_u)·n_k < 1 unless n_k ≥ 1/(1 − γ_u) = 100 at γ_u = 0.99) and re-seed nearly
+    the whole codebook at step 1, before any code could ever win: a hidden data initialisation.
+    Now a code that never wins is restarted after ⌈ln(N / (K·threshold)) / −ln γ_u⌉ steps.
     """
 
     def __init__(self, num_codes: int = 512, code_dim: int = 16, beta: float = 0.25, ema: bool = True,
@@ -80,6 +88,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.ones(num_codes))                 # N_k
         self.register_buffer("ema_sum", self.codebook.detach().clone())          # m_k (so m_k / N_k = e_k)
         self.register_buffer("usage", torch.zeros(num_codes))                    # running assignments / batch
+        #                                                  (all 0 = no batch seen yet; set to N/K at the first)
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))      # codes re-seeded so far
 
     # --- quantisation (eq. 20-25) ---------------------------------------------------------
@@ -101,7 +110,9 @@ class VectorQuantizer(nn.Module):
         """Quantise z_e (B, D, H, W). Returns a dict: ``z_q`` (straight-through, B×D×H×W),
         ``indices`` (B, H, W), ``loss``, ``codebook_loss``, ``commitment_loss`` (means per latent
         element), ``counts`` (K,), ``perplexity``. In training mode the codebook maintenance (EMA
-        step, dead-code restarts) happens between steps 2 and 3."""
+        step, dead-code restarts) happens between steps 2 and 3, after which the vectors are assigned
+        again to the moved codes (Sonnet's reference implementation quantises with the old codebook
+        and updates it afterwards; the two differ by one EMA step)."""
         check_image_batch(z_e, self.code_dim, name="VectorQuantizer input (the encoder output z_e)")
         with torch.autocast(z_e.device.type, enabled=False):   # argmin in bf16 would pick wrong codes
             z_e = z_e.to(torch.promote_types(self.codebook.dtype, torch.float32))
@@ -142,9 +153,12 @@ class VectorQuantizer(nn.Module):
         (slides: "k-means step with EMA"; van den Oord 2017 app. A.1; Razavi 2019).
 
         γ = ``decay``. With γ = 0 *and* ε = 0 this is exactly one k-means (Lloyd) step for the used
-        codes; ε > 0 shrinks every code by the factor n_k / Ñ_k ≠ 1. A code that gets no vector is
-        not frozen: N_k and m_k both decay by γ per step, and once N_k falls to the order of ε,
-        e_k = m_k / Ñ_k slides towards the origin."""
+        codes; ε > 0 rescales every code by n_k / Ñ_k = (1 + Kε/n) / (1 + ε/n_k) (n = Σ_j n_j):
+        just below 1 for codes used less than the average n/K, just above 1 for codes used more,
+        exactly 1 only at ε = 0 or n_k = n/K. (Laplace smoothing of the counts as in the authors'
+        reference code, Sonnet's ``VectorQuantizerEMA``; app. A.1 has e = m/N.) A code that gets no
+        vector is not frozen: N_k and m_k both decay by γ per step, and once N_k falls to the order of
+        ε, e_k = m_k / Ñ_k slides towards the origin, wherever the data are."""
         self._check_rows(z, idx)
         self._ema_step(z, idx)
 
@@ -190,6 +204,8 @@ class VectorQuantizer(nn.Module):
         """Training-time bookkeeping after the assignment: usage, EMA step, restarts.
         Returns True when codes may have moved (then the caller assigns again)."""
         counts = torch.bincount(idx, minlength=self.num_codes).to(self.usage.dtype)
+        if not self.usage.any():            # first batch: every code starts at the average usage N/K
+            self.usage.fill_(idx.numel() / self.num_codes)
         self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
         if self.ema:
             self._ema_step(z, idx)
@@ -200,7 +216,9 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def init_kmeans(self, z: torch.Tensor, iters: int = 50, seed: int = 0) -> None:
         """Set the codebook to k-means centroids of encoder outputs z (N, D) or (B, D, H, W)
-        (scikit-learn, k-means++ seeding; N must be ≥ K). Resets the EMA statistics to match."""
+        (scikit-learn, k-means++ seeding; N must be ≥ K). Resets the EMA statistics and the running
+        usage (back to "no batch seen yet") to match. 49 000 × 16 vectors, K = 512, 50 iterations:
+        about 3–4 s of CPU time."""
         from sklearn.cluster import KMeans
 
         if z.dim() == 4:
@@ -214,6 +232,7 @@ class VectorQuantizer(nn.Module):
         self.codebook.data.copy_(centers)
         self.ema_sum.copy_(centers)
         self.ema_count.fill_(1.0)
+        self.usage.zero_()
 
 
 class VQVAE(nn.Module):
@@ -222,8 +241,9 @@ class VQVAE(nn.Module):
 
     Loss: eq. 25 per image, ‖x − x̂‖² + ‖sg[z_e] − e‖² + β‖z_e − sg[e]‖² with every norm summed over
     its image (C·H·W pixels) or its latent (D·h·w elements), divided by the constant C·H·W = 784 so
-    that it reads as a per-pixel MSE. So β weighs the commitment against the reconstruction as in
-    van den Oord et al. whatever D and h·w are: ``recon`` is the MSE per pixel, ``vq_loss`` the
+    that it reads as a per-pixel MSE. So β weighs the summed commitment against the summed
+    reconstruction error as eq. 25 is written per image, whatever D and h·w are (the reference code
+    averages per element instead; van den Oord et al. report β in 0.1–2.0 working alike): ``recon`` is the MSE per pixel, ``vq_loss`` the
     quantiser's per-element ``loss`` times ``vq_weight`` = D·h·w / C·H·W.
 
     Defaults match ``VectorQuantizer`` (EMA codebook, dead-code restarts). ``ch_mult`` of length 3
@@ -280,11 +300,13 @@ class VQVAE(nn.Module):
 
 def vqvae_loss(model: VQVAE, batch):
     """A loss_fn for fit() (like ``first_stage_loss``): eq. 25 per image / C·H·W on a batch of
-    images in [0, 1] (or (images, labels)), with the terms and the codebook usage as metrics."""
+    images in [0, 1] (or (images, labels)), with the terms, the codebook usage and the number of
+    dead-code restarts so far (cumulative, 0 without restarts) as metrics."""
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     out = model(x)
     return out["loss"], {"recon": out["recon"], "vq": out["vq_loss"], "commitment": out["commitment_loss"],
-                         "perplexity": out["perplexity"], "used": (out["counts"] > 0).sum()}
+                         "perplexity": out["perplexity"], "used": (out["counts"] > 0).sum(),
+                         "restarts": model.quantizer.restarts.float()}
 
 
 @torch.no_grad()

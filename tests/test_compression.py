@@ -146,8 +146,8 @@ def test_ldm_sampler_clips_the_latent_x0_to_the_training_range():
             return x * self.w
 
     ae = DCAutoencoder(f=16, latent_ch=16, ch=8, max_ch=16)
-    ldm = LatentDiffusion(ae, Zero(), NoiseSchedule(1000, "cosine"), scale_factor=1.0)
-    run = C.LDMRun(ldm, History(), 1, 1.0, 1.0, clip=3.0)
+    ldm = LatentDiffusion(ae, Zero(), NoiseSchedule(1000, "cosine"), scale_factor=1.0, clip_x0=3.0)
+    run = C.LDMRun(ldm, History(), 1, 1.0, 1.0)
     g = torch.Generator().manual_seed(0)
     raw = sample(ldm.unet, ldm.schedule, (4, 16, 2, 2), method="ddim", steps=10, generator=g, progress=False)
     assert raw.abs().max() > 1e3                                          # the unclipped run blows up

@@ -55,6 +55,7 @@ WRONG = [
     (L3.check_vq_loss_per_image,
      lambda z, e, b: (b * (z.detach() - e).pow(2) + (z - e.detach()).pow(2)).flatten(1).sum(1), "β on the wrong term"),
     (L3.check_vq_loss_per_image, lambda z, e, b: _sum_both(z, e, 1.0), "weighted by β"),
+    (L3.check_vq_loss_per_image, lambda z, e, b: _sum_both(z, e, b) / 784, "divided by 784"),
     (L3.check_vq_loss_per_image, lambda z, e, b: (z.detach() - e).pow(2).flatten(1).sum(1), "only one term"),
     (L3.check_vq_loss_per_image, lambda z, e, b: _sum_both(z.detach(), e.detach(), b), "no gradient"),
     (L3.check_perplexity, lambda c: torch.exp(-(_p(c) * _p(c).log()).sum()), "0·log 0"),

@@ -157,6 +157,25 @@ def test_ldm_bad_input():
         ldm.sample(2, y=torch.tensor([1, 2, 3]), steps=2)
     with pytest.raises(ValueError, match="scale_factor"):
         LatentDiffusion(ldm.autoencoder, ldm.unet, ldm.schedule, scale_factor=0.0)
+    with pytest.raises(ValueError, match="clip_x0"):
+        LatentDiffusion(ldm.autoencoder, ldm.unet, ldm.schedule, clip_x0=-1.0)
+
+
+def test_ldm_sample_clips_x0_to_the_training_range():
+    """The cosine schedule's last ᾱ ≈ 2e-9: a UNet that predicts ε̂ = 0 makes x̂_0 = z_T/√ᾱ ≈ 1e4 on the first
+    step. With clip_x0 every x̂_0 of the trajectory, and the final latent, stay within ±clip_x0."""
+    ldm = _ldm()
+    zero = UNet(in_ch=4, ch=8, ch_mult=(1, 2), image_size=8)
+    for p_ in zero.parameters():
+        torch.nn.init.zeros_(p_)
+    cos = NoiseSchedule(1000, "cosine")
+    free = LatentDiffusion(ldm.autoencoder, zero, cos)
+    clipped = LatentDiffusion(ldm.autoencoder, zero, cos, clip_x0=2.5)
+    g = lambda: torch.Generator().manual_seed(0)
+    assert free.sample(3, steps=10, generator=g(), decode=False).abs().max() > 1e3
+    steps = list(clipped.sample_progressive(3, steps=10, generator=g()))
+    assert all(s.x0_hat.abs().max() <= 2.5 + 1e-5 for s in steps)
+    assert clipped.sample(3, steps=10, generator=g(), decode=False).abs().max() <= 2.5 + 1e-5
 
 
 def test_ldm_loss_trains_the_unet_only():

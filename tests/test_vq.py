@@ -187,13 +187,13 @@ def test_quantizer_and_vqvae_agree_on_their_defaults():
 
 def test_dead_code_restart_revives_unused_codes():
     torch.manual_seed(0)
-    q = _vq(K=8, D=2, ema=True, restart_dead=True, dead_threshold=1.0)
+    q = _vq(K=8, D=2, ema=True, restart_dead=True, dead_threshold=1.0, usage_decay=0.5)
     with torch.no_grad():   # codes 4..7 far away from the data: never chosen
         q.codebook[4:] = 100.0
         q.ema_sum.copy_(q.codebook)
     z = torch.randn(4, 2, 8, 8)
     q.train()
-    for _ in range(3):
+    for _ in range(8):      # usage starts at N/K = 32 and halves each step: < 1 after 6 steps
         out = q(z)
     assert q.restarts.item() >= 4
     assert q.codebook.abs().max() < 50          # the far codes now sit among the data
@@ -203,7 +203,7 @@ def test_dead_code_restart_revives_unused_codes():
     with torch.no_grad():
         q2.codebook[4:] = 100.0
         q2.ema_sum.copy_(q2.codebook)
-    for _ in range(3):
+    for _ in range(8):
         out2 = q2.train()(z)
     assert torch.all(out2["counts"][4:] == 0)
 
@@ -349,3 +349,58 @@ def test_vq_training_figure_draws_every_run_on_shared_axes():
     for ax in fig.axes:
         assert len(ax.lines) == 2 * len(hs)                       # raw + smoothed per run
     assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == ["a", "b", "c"]
+
+
+def test_running_usage_starts_neutral_so_a_fairly_used_codebook_is_not_restarted_at_step_1():
+    # an untrained codebook whose codes each win about N/K = 32 of the N = 512 vectors: with the
+    # usage starting at 0 every code would read (1 − 0.99)·32 = 0.32 < 1 after step 1 and be restarted
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, 2, 8, 8, generator=g)
+    q = _vq(K=16, D=2, ema=True, restart_dead=True, dead_threshold=1.0).train()
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 2)
+    with torch.no_grad():
+        q.codebook.copy_(flat[torch.randperm(len(flat), generator=g)[:16]])
+        q.ema_sum.copy_(q.codebook)
+    with torch.no_grad():                           # the assignment the usage update sees (forward assigns
+        counts = torch.bincount(q.nearest(flat), minlength=16).float()   # again after the EMA step)
+    assert (counts > 0).all()                       # fairly used: every code wins something
+    q(z)
+    assert q.restarts.item() == 0
+    # the first batch sets every usage to N/K, then the usual running-mean update
+    torch.testing.assert_close(q.usage, 0.99 * 512 / 16 + 0.01 * counts)
+
+
+def test_a_code_that_never_wins_is_restarted_exactly_when_its_usage_falls_below_the_threshold():
+    # N = 256 vectors, K = 8: usage of a never-used code is 32·0.9^t, < 1 first at t = ⌈ln 32 / −ln 0.9⌉ = 33
+    torch.manual_seed(0)
+    z = torch.randn(4, 2, 8, 8)
+    q = _vq(K=8, D=2, ema=False, restart_dead=True, dead_threshold=1.0, usage_decay=0.9).train()
+    with torch.no_grad():
+        q.codebook[4:] = 100.0                      # codes 4..7 never win
+    want = math.ceil(math.log(32) / -math.log(0.9))
+    assert want == 33
+    for step in range(1, want):
+        q(z)
+    assert q.restarts.item() == 0, step
+    q(z)
+    assert q.restarts.item() == 4
+
+
+def test_vqvae_loss_logs_the_cumulative_restarts():
+    torch.manual_seed(0)
+    m = VQVAE(num_codes=16, code_dim=4, ch=8, restart_dead=True).train()
+    _, metrics = vqvae_loss(m, torch.rand(2, 1, 28, 28))
+    assert float(metrics["restarts"]) == m.quantizer.restarts.item()
+    with torch.no_grad():
+        m.quantizer.restarts += 5
+    _, metrics = vqvae_loss(m, torch.rand(2, 1, 28, 28))
+    assert float(metrics["restarts"]) == m.quantizer.restarts.item() >= 5
+
+
+def test_init_kmeans_resets_the_running_usage():
+    torch.manual_seed(0)
+    q = _vq(K=4, D=2, ema=True, restart_dead=True).train()
+    q(torch.randn(2, 2, 4, 4))
+    assert q.usage.any()
+    q.init_kmeans(torch.randn(100, 2), iters=5)
+    assert not q.usage.any()

@@ -120,6 +120,9 @@ def check_vq_loss_per_image(fn) -> bool:
             per_image_mean = sq.flatten(1).mean(1)
             if torch.allclose(loss.detach(), (1 + beta) * per_image_mean, rtol=1e-5):
                 return False, "you averaged over the latent elements: sum them (eq. 25 is a loss per image)"
+            if torch.allclose(loss.detach(), ref / 784, rtol=1e-5):
+                return False, ("you divided by 784 as VQVAE does for the whole of eq. 25: return the plain sums "
+                               "over the latent elements here")
             if torch.allclose(loss.detach(), 2 * sq.flatten(1).sum(1), rtol=1e-5):
                 return False, "the commitment term is weighted by β: ‖sg[z_e] − e‖² + β‖z_e − sg[e]‖²"
             if torch.allclose(loss.detach(), sq.flatten(1).sum(1), rtol=1e-5) or \

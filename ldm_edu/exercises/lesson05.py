@@ -116,6 +116,12 @@ def check_slerp(fn) -> bool:
                 return False, "that is linear interpolation: it shrinks the norm; use the angle θ between a and b"
             if torch.allclose(got, solution_slerp(a, b, 1 - w), atol=1e-4):
                 return False, "w = 0 must give a and w = 1 must give b: the weights are swapped"
-            return False, "slerp(a, b, w) = [sin((1−w)θ) a + sin(wθ) b] / sin θ, θ = arccos(a·b / |a||b|)"
+            lerp = (1 - w) * a + w * b
+            nlerp = lerp / lerp.norm() * ((1 - w) * a.norm() + w * b.norm())
+            if torch.allclose(got, nlerp, atol=1e-4):
+                return False, ("rescaling the straight line keeps the norm but not the angle: the point must make "
+                               "the angle wθ with a, so interpolate the angle itself")
+            return False, ("interpolate the *angle*: the weights of a and b are sines of fractions of θ (the angle "
+                           "between a and b), divided by sin θ")
         return True, ""
     return guarded("slerp", check)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data import TensorBatches
 from ..dcae import DCAutoencoder, dcae_loss
-from ..diffusion import sample as diffusion_sample, sample_images
+from ..diffusion import sample_images
 from ..latent import FirstStage, LatentDiffusion, encode_dataset, first_stage_loss, latent_scale_factor
 from ..metrics import Interval, fid_interval, psnr, quality_report
 from ..movq import MoVQFirstStage, movq_loss
@@ -180,7 +180,6 @@ class LDMRun:
     steps: int
     flops_per_step: float
     scale: float
-    clip: float | None = None       # max |z·s| over the training latents: x̂_0 is clipped to ±clip
     samples: torch.Tensor | None = None
     sample_seconds: float = 0.0
     quality: dict = field(default_factory=dict)
@@ -222,26 +221,23 @@ def train_ldm(ae: nn.Module, x: torch.Tensor, y: torch.Tensor, dcfg, cfg, seed: 
     z = encode_dataset(ae, x) * s
     ldm, hist = train_latent_ddpm(z, y, ae, s, dcfg, steps, seed=seed, desc=desc, progress=progress,
                                   live_plot=live_plot)
-    return LDMRun(ldm, hist, steps, fl, s, clip=float(z.abs().max()))
+    return LDMRun(ldm, hist, steps, fl, s)
 
 
 def ldm_sampler(run: LDMRun, steps: int, guidance: float = 1.0, method: str = "ddim"):
-    """A ``sample_fn(k, y, generator)`` for ``sample_images``: the LDM pipeline (z_T ~ N(0, I), the
-    lesson-04/05 sampler on scaled latents, then 𝒟(z/s)) with x̂_0 clipped to ±``run.clip``, the range
-    the training latents span — the latent analogue of lesson 04's clipping of pixels to [−1, 1].
+    """A ``sample_fn(k, y, generator)`` for ``sample_images``: ``LatentDiffusion.sample`` (z_T ~ N(0, I),
+    the lesson-04/05 sampler on scaled latents with x̂_0 clipped to the training latents' range
+    ``ldm.clip_x0``, then 𝒟(z/s)), the same pipeline as lesson 06.
 
-    Why clip: the cosine schedule's last ᾱ is ≈ 2·10⁻⁹, so the first step's x̂_0 = (z_T − √(1−ᾱ) ε̂)/√ᾱ
-    multiplies any error of ε̂ by ≈ 2·10⁴; without a bound the latent run diverges (a VQ decoder hides
-    it by snapping the wreck to codes, a continuous decoder does not)."""
+    Why clip: the cosine schedule's last ᾱ is ≈ 2·10⁻⁹, so the first strided step multiplies any error
+    of ε̂ by ≈ 10³; without a bound the latent run diverges (a VQ decoder hides it by snapping the
+    wreck to codes, a continuous decoder does not)."""
     ldm = run.ldm
     device = next(ldm.unet.parameters()).device
 
     def sample_fn(k, y, generator):
-        ldm.unet.eval()
-        z = diffusion_sample(ldm.unet, ldm.schedule, (k, *ldm.latent_shape), method=method, steps=steps,
-                             y=None if y is None else y.to(device), guidance=guidance, generator=generator,
-                             clip_x0=run.clip, progress=False)
-        return ldm.decode(z)
+        return ldm.sample(k, y=None if y is None else y.to(device), guidance=guidance, steps=steps, method=method,
+                          generator=generator)
     return sample_fn
 
 

@@ -52,7 +52,7 @@ def fid_eval_fn(ldm: LatentDiffusion, n: int, steps: int, method: str = "ddpm", 
     """An eval_fn for fit(): FID-MNIST with its bootstrap interval, IS-MNIST, precision and recall
     (``quality_report``) of ``n`` class-balanced samples of ``ldm`` (``method``-``steps``, guidance 1)
     — lesson 04's evaluation (``pixel_ddpm.fid_eval_fn``: same sampler, n, seed, reference and keys),
-    on latents (no x̂₀ clipping: latents have no fixed range)."""
+    on latents, x̂₀ clipped to the training latents' range (``LatentDiffusion.clip_x0``)."""
     def eval_fn(_model) -> dict:
         device = next(ldm.unet.parameters()).device
         imgs = sample_images(lambda k, y, g: ldm.sample(k, y=y.to(device), steps=steps, method=method, generator=g),
@@ -79,7 +79,7 @@ def train_latent_ddpm(z: torch.Tensor, y: torch.Tensor, ae: FirstStage, scale: f
     schedule = NoiseSchedule(dcfg.T, dcfg.schedule, device=z.device)
     unet = latent_unet(dcfg, tuple(z.shape[1:]), z.device, seed)
     ema = EMA(unet, dcfg.ema_decay)
-    ldm = LatentDiffusion(ae, ema.model, schedule, scale)
+    ldm = LatentDiffusion(ae, ema.model, schedule, scale, clip_x0=float(z.abs().max()))   # z is already scaled
     eval_fn = None
     if eval_every:
         eval_fn = fid_eval_fn(ldm, n_eval or dcfg.n_eval, eval_steps or dcfg.eval_steps,
@@ -257,7 +257,7 @@ def compression_study(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, fs
             ema = EMA(unet, ema_decay)
             opt = torch.optim.AdamW(unet.parameters(), lr=lr)
             batches = TensorBatches(z, y, batch_size=batch_size, seed=seed)
-            ldm = LatentDiffusion(ae, ema.model, sched, s)
+            ldm = LatentDiffusion(ae, ema.model, sched, s, clip_x0=float(z.abs().max()))
             hist, done = None, 0
             for k in range(1, evals + 1):
                 chunk = round(n_steps * k / evals) - done
