@@ -202,6 +202,7 @@ def reference_images(n: int = 1000, split: str = "test", seed: int = 0) -> torch
 # the class histogram are all computed from those features / probabilities (float64 numpy).
 # The small dense algebra below (128 × 128 eigendecompositions, ≤ 2000 × 2000 kernel matrices) runs on
 # one BLAS thread: on a busy 2-core machine, BLAS threads spinning against torch's made it 10–50× slower.
+import math  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 
@@ -463,6 +464,86 @@ def _inception_score_from_probs(p: np.ndarray) -> float:
     return float(np.exp((p * (np.log(p) - np.log(py))).sum(1).mean()))
 
 
+def inception_score_interval(probs, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> Interval:
+    """IS-MNIST (Salimans et al. 2016: exp E_x KL(p(y|x) ‖ p(y))) with a bootstrap interval over samples.
+
+    ``probs``: p(y | x), (N, 10) (a ``ClassifierOutputs`` or an array). ``value`` = IS of all N;
+    ``n_boot`` replicates resample the N rows with replacement and recompute IS (p(y) included);
+    the interval is their (1 ∓ level)/2 percentiles shifted by the bootstrap bias (replicate mean −
+    value), as in ``fid_interval``. It covers redrawing the N samples from the same sampler
+    (Salimans et al. report mean ± std over 10 splits instead, a spread at N/10 samples)."""
+    p = np.asarray(probs.probs if isinstance(probs, ClassifierOutputs) else probs, np.float64)
+    if p.ndim != 2 or len(p) < 2:
+        raise ValueError(f"probs must be (N ≥ 2, classes), got shape {p.shape}")
+    if not 0 < level < 1 or n_boot < 10:
+        raise ValueError(f"need 0 < level < 1 and n_boot ≥ 10, got {level}, {n_boot}")
+    value = _inception_score_from_probs(p)
+    rng = np.random.default_rng(seed)
+    boot = np.array([_inception_score_from_probs(p[rng.integers(0, len(p), len(p))]) for _ in range(n_boot)])
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) - (boot.mean() - value)
+    return Interval(value, float(min(low, value)), float(max(high, value)))
+
+
+def precision_recall_intervals(gen, real, k: int = 3, n_subsets: int = 30, seed: int = 0,
+                               z: float = 1.96) -> dict:
+    """Precision and recall (``precision_recall_features``) with intervals from half-sampling.
+
+    ``value``: precision / recall of the full sets. Interval: value ∓ z·s, s the standard deviation
+    of precision / recall over ``n_subsets`` random halves of the GENERATED set (drawn without
+    replacement; the real set, the reference, stays whole), clipped to [0, 1].
+
+    Why halves: for a mean of N indicators, a half-sample drawn without replacement has variance
+    σ²/(N/2)·(N/2)/(N−1) ≈ σ²/N — the variance of the full-N estimate — so the spread over halves
+    estimates the full estimate's standard error directly. Unlike a binomial ±√(p(1−p)/N), it also
+    includes the randomness of the generated k-NN manifold that recall is measured against (recall
+    at N/2 uses larger radii; only its spread is used). A bootstrap with replacement would not do:
+    duplicated samples have a k-th neighbour at distance 0 and collapse the radii. It covers
+    redrawing the samples from the same sampler, with the reference images held fixed."""
+    gen, real = as_features(gen, "gen"), as_features(real, "real")
+    n = len(gen)
+    m = n // 2
+    if m <= k or n_subsets < 2:
+        raise ValueError(f"need at least 2(k + 1) = {2 * (k + 1)} generated samples and n_subsets ≥ 2, "
+                         f"got {n} and {n_subsets}")
+    rng = np.random.default_rng(seed)
+    subsets = [rng.choice(n, m, replace=False) for _ in range(n_subsets)]
+    with threadpool_limits(1, user_api="blas"):
+        if max(n, len(real)) <= 4000:      # the three distance matrices once; subsets index into them
+            d_rr, d_gg, d_rg = _sq_dists(real, real), _sq_dists(gen, gen), _sq_dists(real, gen)
+            np.fill_diagonal(d_rr, np.inf)
+            np.fill_diagonal(d_gg, np.inf)
+            r_real = np.partition(d_rr, k - 1, axis=1)[:, k - 1]
+            inside_real = (d_rg <= r_real[:, None]).any(0)                  # precision's indicators
+            recall_of = lambda s: (d_rg[:, s] <= np.partition(d_gg[np.ix_(s, s)], k - 1, axis=1)[:, k - 1]
+                                   [None, :]).any(1).mean()
+        else:
+            inside_real = _inside_manifold(gen, real, _kth_nn_radii(real, k))
+            recall_of = lambda s: _inside_manifold(real, gen[s], _kth_nn_radii(gen[s], k)).mean()
+        full = {"precision": float(inside_real.mean()), "recall": float(recall_of(np.arange(n)))}
+        prec = np.array([inside_real[s].mean() for s in subsets])
+        rec = np.array([recall_of(s) for s in subsets])
+    out = {}
+    for name, vals in (("precision", prec), ("recall", rec)):
+        v, sd = full[name], float(np.std(vals, ddof=1))
+        out[name] = Interval(v, max(0.0, v - z * sd), min(1.0, v + z * sd))
+    return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> Interval:
+    """Wilson's score interval for a binomial proportion p = successes/n (Wilson 1927):
+
+        (p + z²/2n ∓ z √(p(1−p)/n + z²/4n²)) / (1 + z²/n).
+
+    Unlike the Wald interval p ∓ z√(p(1−p)/n) it does not collapse to a point at p = 0 or 1."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 ≤ successes ≤ n and n ≥ 1, got {successes}, {n}")
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    d = 1 + z * z / n
+    return Interval(p, max(0.0, (centre - half) / d), min(1.0, (centre + half) / d))
+
+
 _REFERENCE_OUTPUTS: dict = {}
 _REAL_REPORT: dict = {}
 
@@ -487,9 +568,13 @@ def quality_report(images01: torch.Tensor, n_ref: int | None = None, seed: int =
     Returns a dict:
       fid            Interval  FID-MNIST, 95 % bootstrap interval (``fid_interval``)
       kid            Interval  KID-MNIST, mean ∓ std over subsets (``kid_mnist``)
-      is             float     IS-MNIST
-      precision, recall  float Kynkäänniemi et al. 2019, k = 3 (``precision_recall``)
-      real_fid, real_kid Interval; real_precision, real_recall float: the real-vs-real reference
+      is             float     IS-MNIST; is_interval: Interval, 95 % bootstrap over samples
+                               (``inception_score_interval``)
+      precision, recall  float Kynkäänniemi et al. 2019, k = 3 (``precision_recall``);
+                               precision_interval, recall_interval: Interval, value ∓ 1.96 s from
+                               half-samples of the N samples (``precision_recall_intervals``)
+      real_fid, real_kid, real_is_interval, real_precision_interval, real_recall_interval Interval;
+      real_precision, real_recall, real_is float: the real-vs-real reference
       hist           (10,) tensor  classifier's class shares; class_min, class_max its extremes
       n, n_ref       int
     The classifier runs once on the samples; reference results are cached per (N, n_ref, seed)."""
@@ -502,16 +587,21 @@ def quality_report(images01: torch.Tensor, n_ref: int | None = None, seed: int =
     key = (n, n_ref, int(seed), int(n_boot))
     if key not in _REAL_REPORT:
         real = _reference_outputs(n, "train", seed)
-        pr = precision_recall_features(real.features, ref.features)
+        pr = precision_recall_intervals(real.features, ref.features, seed=seed)
+        r_is = inception_score_interval(real, seed=seed)
         _REAL_REPORT[key] = {"real_fid": fid_interval(real, ref, n_boot=n_boot, seed=seed),
                              "real_kid": kid_mnist(real, ref, seed=seed),
-                             "real_precision": pr["precision"], "real_recall": pr["recall"]}
-    pr = precision_recall_features(out.features, ref.features)
+                             "real_precision": pr["precision"].value, "real_recall": pr["recall"].value,
+                             "real_precision_interval": pr["precision"], "real_recall_interval": pr["recall"],
+                             "real_is": r_is.value, "real_is_interval": r_is}
+    pr = precision_recall_intervals(out.features, ref.features, seed=seed)
+    is_iv = inception_score_interval(out, seed=seed)
     hist = torch.bincount(torch.from_numpy(out.probs.argmax(1)), minlength=10).double() / n
     return {"fid": fid_interval(out, ref, n_boot=n_boot, seed=seed),
             "kid": kid_mnist(out, ref, seed=seed),
-            "is": _inception_score_from_probs(out.probs),
-            "precision": pr["precision"], "recall": pr["recall"],
+            "is": is_iv.value, "is_interval": is_iv,
+            "precision": pr["precision"].value, "recall": pr["recall"].value,
+            "precision_interval": pr["precision"], "recall_interval": pr["recall"],
             **_REAL_REPORT[key],
             "hist": hist, "class_min": float(hist.min()), "class_max": float(hist.max()),
             "n": n, "n_ref": n_ref}

@@ -277,7 +277,7 @@ def _cpu() -> Preset:
         compression=CompressionConfig(),
         ae=AEConfig(hidden=512, steps=3000, sweep_steps=1500),
         vae=VAEConfig(hidden=512, steps=10000, steps_2d=3000, beta_steps=1200),
-        vq=VQConfig(ch=16, steps=400, extra_steps=600, n_tokens=30000, n_eval=2000, prior_dim=64, prior_depth=2, prior_steps=2000,
+        vq=VQConfig(ch=16, steps=350, extra_steps=450, n_tokens=30000, n_eval=2000, prior_dim=64, prior_depth=2, prior_steps=1600,
                     prior_lr=2e-3),
         diffusion=DiffusionConfig(),
         ldm=LDMConfig(ae_ch=16, ae_steps=500, ae_batch_size=64, steps=3000, eval_every=250,

@@ -285,3 +285,54 @@ def test_interval_metrics_refuse_nan_images():
         M.kid_mnist(ok[:, 0], ok)
     with pytest.raises(ValueError, match="test set's size"):
         M.quality_report(ok, n_ref=20_000)
+
+
+def test_inception_score_interval_hand_cases():
+    from ldm_edu.metrics import inception_score_interval
+    # one class for every sample: IS = 1 exactly, and every bootstrap replicate too
+    one = np.tile(np.eye(10)[3], (200, 1))
+    iv = inception_score_interval(one)
+    assert abs(iv.value - 1) < 1e-9 and abs(iv.low - 1) < 1e-9 and abs(iv.high - 1) < 1e-9
+    # confident, classes unbalanced (p(y) ∝ 1 … 10, away from the uniform maximum of H(p(y)), where the
+    # first-order term vanishes and the width would shrink like 1/n): the interval narrows like 1/√n
+    def width(n):
+        p = np.full((n, 10), 1e-6)
+        p[np.arange(n), np.random.default_rng(0).choice(10, n, p=np.arange(1, 11) / 55)] = 1
+        iv = inception_score_interval(p / p.sum(1, keepdims=True))
+        assert iv.low <= iv.value <= iv.high and 7 < iv.value < 10
+        return iv.width
+    assert 2 < width(200) / width(3200) < 8            # √16 = 4 expected
+
+
+def test_precision_recall_intervals_match_the_binomial_for_precision():
+    from ldm_edu.metrics import precision_recall_features, precision_recall_intervals
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(600, 4))
+    n = 600                                        # half the samples are far outliers: precision ≈ 0.5
+    gen = np.concatenate([rng.normal(size=(n // 2, 4)), rng.normal(size=(n // 2, 4)) + 50])
+    iv = precision_recall_intervals(gen, real)
+    pr = precision_recall_features(gen, real)
+    assert iv["precision"].value == pr["precision"] and iv["recall"].value == pr["recall"]
+    half = iv["precision"].width / 2
+    binom = 1.96 * (pr["precision"] * (1 - pr["precision"]) / n) ** 0.5
+    assert 0.6 < half / binom < 1.5                # half-sampling ≈ the binomial SE for a mean of indicators
+    assert 0 <= iv["recall"].low <= iv["recall"].value <= iv["recall"].high <= 1 and iv["recall"].width > 0
+
+
+def test_wilson_interval_hand_case():
+    from ldm_edu.metrics import wilson_interval
+    iv = wilson_interval(200, 200)                 # p = 1: (1 + z²/2n − z²/2n)/(1 + z²/n) = 1/(1 + 3.8416/200)
+    assert iv.value == 1 and abs(iv.low - 1 / (1 + 1.96 ** 2 / 200)) < 1e-12 and iv.high == 1
+    iv = wilson_interval(150, 200)
+    assert abs(iv.low - 0.6857) < 1e-3 and abs(iv.high - 0.8049) < 1e-3
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_quality_report_carries_the_new_intervals():
+    from ldm_edu.metrics import quality_report, reference_images
+    q = quality_report(reference_images(100, "train", seed=7))
+    for key in ("is", "precision", "recall"):
+        iv = q[f"{key}_interval"]
+        assert iv.value == q[key] and iv.low <= iv.value <= iv.high
+    assert q["real_is_interval"].value == q["real_is"] and "real_precision_interval" in q

@@ -9,8 +9,8 @@ import torch
 from . import guarded
 from ..diffusion import NoiseSchedule
 
-__all__ = ["solution_q_sample", "check_q_sample", "solution_ddpm_mean", "check_ddpm_mean",
-           "solution_cfg", "check_cfg"]
+__all__ = ["solution_q_sample", "check_q_sample", "solution_posterior_mean", "check_posterior_mean",
+           "solution_cfg", "check_cfg", "solution_eps_gain", "check_eps_gain"]
 
 
 def _case(schedule: NoiseSchedule, seed: int, shape: tuple):
@@ -68,36 +68,101 @@ def check_q_sample(fn) -> bool:
     return guarded("q_sample", check)
 
 
-# ----------------------------------------------------------------------------- 2. Algorithm 2's mean
-def solution_ddpm_mean(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
-    """μ_θ(x_t, t) = (x_t − β_t/√(1−ᾱ_t) · ε̂) / √α_t (Ho et al. 2020 eq. 11, Algorithm 2)."""
-    b, a, ab = schedule.betas[t], schedule.alphas[t], schedule.alpha_bars[t]
-    return (x_t - b / (1 - ab).sqrt() * eps) / a.sqrt()
+# ----------------------------------------------------------------------------- 2. the strided posterior mean
+def _abar_at(alpha_bars: torch.Tensor, t: int) -> torch.Tensor:
+    """ᾱ at code index t; t = −1 is the clean image, ᾱ = 1 (NOT alpha_bars[-1], the last ᾱ)."""
+    return torch.ones((), dtype=alpha_bars.dtype) if t < 0 else alpha_bars[t]
 
 
-def check_ddpm_mean(fn) -> bool:
-    """``fn(schedule, x_t, eps, t)`` → the mean of one ancestral step, checked on a 100-step cosine schedule."""
+def solution_posterior_mean(alpha_bars: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int,
+                            t_prev: int) -> torch.Tensor:
+    """μ̃(x_t, x̂_0) for a strided jump t → t_prev (code indices, t_prev = −1: the clean image, ᾱ = 1):
+    Ho et al. 2020 eq. 7 on the respaced chain, α = ᾱ_t/ᾱ_{t'}, β = 1 − α:
+
+        μ̃ = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t.
+
+    With x̂_0 clipped this is ``diffusion.ddpm_step(..., t_prev=t_prev, clip_x0=c)``'s mean."""
+    ab, ab_prev = alpha_bars[t], _abar_at(alpha_bars, t_prev)
+    alpha = ab / ab_prev
+    return ab_prev.sqrt() * (1 - alpha) / (1 - ab) * x0_hat + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+
+
+def check_posterior_mean(fn) -> bool:
+    """``fn(alpha_bars, x_t, x0_hat, t, t_prev)`` → μ̃, checked on jumps of a 100-step cosine schedule:
+    999-style first jump 99 → 94, a middle one 60 → 55, and the last one 4 → −1 (onto the data)."""
     def check():
-        s, x, eps = _case(NoiseSchedule(100, "cosine"), seed=1, shape=(2, 1, 5, 5))
-        for t in (50, 1, 98):
-            got = torch.as_tensor(fn(s, x, eps, t)).to(x)
-            b, a, ab = s.betas[t], s.alphas[t], s.alpha_bars[t]
-            if hint := _diagnose(got, solution_ddpm_mean(s, x, eps, t), {
-                "abar_outside": ((x - b / (1 - ab).sqrt() * eps) / ab.sqrt(),
-                                 "divide by √α_t (this step's α), not by √ᾱ_t"),
-                "no_sqrt": ((x - b / (1 - ab) * eps) / a.sqrt(),
-                            "ε̂ is weighted by β_t / √(1 − ᾱ_t) — a square root in the denominator"),
-                "x0_hat": ((x - (1 - ab).sqrt() * eps) / ab.sqrt(),
-                           "that is x̂_0 (the clean-image guess), not the mean of x_{t−1}; "
-                           "the mean removes only β_t/√(1−ᾱ_t) of the noise and rescales by 1/√α_t"),
-                "no_scale": (x - b / (1 - ab).sqrt() * eps,
-                             "after removing the noise, rescale by 1/√α_t (the forward step shrank x by √α_t)"),
-            }, default="μ = (x_t − β_t / sqrt(1 − ᾱ_t) · ε̂) / sqrt(α_t): β_t and α_t are single-step values, "
-                       "only the square root under β_t uses ᾱ_t",
-                shape_hint=f"return the mean with the shape of x_t {tuple(x.shape)}", atol=1e-4):
+        s, x, x0 = _case(NoiseSchedule(100, "cosine"), seed=1, shape=(2, 1, 5, 5))
+        x0 = x0.clamp(-1, 1)                        # a clipped x̂_0, as the sampler passes it
+        ab_all = s.alpha_bars
+        for t, tp in ((60, 55), (99, 94), (4, -1)):
+            got = torch.as_tensor(fn(ab_all, x, x0, t, tp)).to(x)
+            ab, ab_prev = ab_all[t], _abar_at(ab_all, tp)
+            alpha = ab / ab_prev
+            b1 = s.betas[t]                          # one step's β instead of the jump's 1 − ᾱ_t/ᾱ_t′
+            mistakes = {
+                "one_step_beta": (ab_prev.sqrt() * b1 / (1 - ab) * x0 + (1 - b1).sqrt() * (1 - ab_prev) / (1 - ab) * x,
+                                  "a strided jump t → t′ is one step of the respaced chain: its α is ᾱ_t/ᾱ_t′ and "
+                                  "β = 1 − ᾱ_t/ᾱ_t′, not the single-step β_t of schedule.betas"),
+                "no_sqrt": (ab_prev * (1 - alpha) / (1 - ab) * x0 + alpha * (1 - ab_prev) / (1 - ab) * x,
+                            "the coefficients carry square roots: √ᾱ_t′ in front of x̂_0 and √α in front of x_t"),
+                "swapped": (alpha.sqrt() * (1 - alpha) / (1 - ab) * x0 + ab_prev.sqrt() * (1 - ab_prev) / (1 - ab) * x,
+                            "√ᾱ_t′ goes with x̂_0 (the clean signal at the new level), √α with x_t (one step of shrinking)"),
+                "x0_hat": (x0, "that is x̂_0 itself; the mean mixes x̂_0 and x_t (only the last jump, t′ = −1, "
+                               "lands on x̂_0)"),
+            }
+            if tp < 0:                               # alpha_bars[-1] is the LAST ᾱ, not the clean image's 1
+                wrong = ab_all[-1]
+                a_w = ab / wrong
+                mistakes = {"python_minus_one": (wrong.sqrt() * (1 - a_w) / (1 - ab) * x0
+                                                 + a_w.sqrt() * (1 - wrong) / (1 - ab) * x,
+                                                 "t′ = −1 is the clean image with ᾱ = 1; alpha_bars[-1] is Python's "
+                                                 "LAST entry (ᾱ_T ≈ 0)"), **mistakes}
+            if hint := _diagnose(got, solution_posterior_mean(ab_all, x, x0, t, tp), mistakes,
+                                 default="μ̃ = √ᾱ_t′ (1−α)/(1−ᾱ_t) · x̂_0 + √α (1−ᾱ_t′)/(1−ᾱ_t) · x_t with α = ᾱ_t/ᾱ_t′ "
+                                         "and ᾱ_t′ = 1 when t′ = −1",
+                                 shape_hint=f"return the mean with the shape of x_t {tuple(x.shape)}", atol=1e-5):
                 return False, hint
         return True, ""
-    return guarded("ddpm_mean", check)
+    return guarded("posterior_mean", check)
+
+
+# ----------------------------------------------------------------------------- 4. the ε̂-error gain of a jump
+def solution_eps_gain(alpha_bars: torch.Tensor, t: int, t_prev: int) -> float:
+    """How much an error of ε̂ moves x_{t'} in one unclipped step t → t_prev (code indices): the
+    mean μ = (x_t − β/√(1−ᾱ_t) ε̂)/√α (Ho et al. eq. 11, α = ᾱ_t/ᾱ_{t'}, β = 1 − α) has
+    ∂μ/∂ε̂ = −β/(√α √(1−ᾱ_t)); the gain is its size, ≈ 1/√α when α ≪ 1."""
+    ab, ab_prev = float(alpha_bars[t]), float(_abar_at(alpha_bars, t_prev))
+    alpha = ab / ab_prev
+    return (1 - alpha) / (alpha ** 0.5 * (1 - ab) ** 0.5)
+
+
+def check_eps_gain(fn) -> bool:
+    """``fn(alpha_bars, t, t_prev)`` → the gain (a number), checked on the cosine T = 1000 schedule: one
+    full step from t = T, the first jump of 20 strided steps, and a jump in the middle."""
+    def check():
+        s = NoiseSchedule(1000, "cosine")
+        ab_all = s.alpha_bars
+        ts = s.timesteps(20).tolist()
+        for t, tp in ((999, 998), (ts[0], ts[1]), (500, 450)):
+            got = float(fn(ab_all, t, tp))
+            want = solution_eps_gain(ab_all, t, tp)
+            ab, ab_prev = float(ab_all[t]), float(ab_all[tp])
+            alpha = ab / ab_prev
+            wrong = {"x0_gain": (ab ** -0.5, "1/√ᾱ_t is how much x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t amplifies ε̂; "
+                                            "the step's mean divides by √α = √(ᾱ_t/ᾱ_t′) instead"),
+                     "one_step": (float(s.betas[t]) / (float(s.alphas[t]) ** 0.5 * (1 - ab) ** 0.5),
+                                  "that is one step of the full chain; the jump t → t′ has α = ᾱ_t/ᾱ_t′"),
+                     "no_beta": (1 / (alpha ** 0.5 * (1 - ab) ** 0.5),
+                                 "ε̂ enters the mean multiplied by β = 1 − α, then divided by √α √(1−ᾱ_t)"),
+                     "no_alpha": ((1 - alpha) / (1 - ab) ** 0.5,
+                                  "the whole bracket (x_t − … ε̂) is divided by √α")}
+            if abs(got - want) <= 1e-4 * abs(want):
+                continue
+            hint = next((h for v, h in wrong.values() if abs(got - v) <= 1e-4 * abs(v)),
+                        "gain = β/(√α √(1−ᾱ_t)) with α = ᾱ_t/ᾱ_t′, β = 1 − α")
+            return False, f"t = {t} → {tp}: got {got:.4g}. " + hint
+        return True, ""
+    return guarded("eps_gain", check)
 
 
 # ----------------------------------------------------------------------------- 3. classifier-free guidance
