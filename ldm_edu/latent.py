@@ -304,6 +304,16 @@ class LatentDiffusion(nn.Module):
         # 3.-4. z / s, then the decoder
         return self.decode(z) if decode else z
 
+    def sampler(self, steps: int | None = 50, method: str = "ddim", guidance: float = 1.0, eta: float = 0.0):
+        """``sample`` as a ``sample_fn(k, y, generator)`` for ``diffusion.sample_images`` (the course's one
+        batched, seeded, timed image sampler): k images in [0, 1] for the labels y (or None)."""
+        device = next(self.unet.parameters()).device
+
+        def sample_fn(k, y, generator):
+            return self.sample(k, y=None if y is None else y.to(device), guidance=guidance, steps=steps,
+                               method=method, eta=eta, generator=generator)
+        return sample_fn
+
     def sample_progressive(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50,
                            method: str = "ddim", eta: float = 0.0, generator: torch.Generator | None = None,
                            z_T: torch.Tensor | None = None, progress: bool = False):

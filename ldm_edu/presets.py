@@ -160,14 +160,13 @@ class LDMConfig:
     guidance: float = 2.0
     guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
     # compression-factor study (small analogue of the seed paper's fig. 13), equal stage-2 compute
+    # every f's first stage is trained with §1's recipe (ae_ch, ae_steps, ae_batch_size); f = 4 IS §1's
     study_fs: tuple = (1, 2, 4, 8)
     study_latent_ch: tuple = (1, 2, 4, 4)
-    study_ae_ch: int = 16
-    study_ae_steps: int = 400
     study_unet_ch: int = 16
     study_gflop: float = 4000.0    # stage-2 training compute of every f (GFLOP, counted per step)
     study_seeds: tuple = (0, 1)    # stage-2 seeds (the first stage is trained once per f)
-    study_batch_size: int = 64
+    study_batch_size: int = 64     # stage-2 batch at f = 4; f gets 64·(f/4)² (same latent positions per batch)
     study_lr: float = 2e-3
     study_evals: int = 3
     study_n_fid: int = 300
@@ -265,7 +264,7 @@ def _tiny() -> Preset:
                                   invert_steps=10, warmup_steps=5),
         ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, steps=40, eval_every=20,
                       samplers=(("ddim", 5), ("ddpm", 5)), n_fid=100, time_batch=16, guidance_values=(0.0, 1.0, 3.0),
-                      study_fs=(4, 8), study_latent_ch=(4, 4), study_ae_ch=8, study_ae_steps=15, study_unet_ch=8,
+                      study_fs=(4, 8), study_latent_ch=(4, 4), study_unet_ch=8,
                       study_gflop=2.0, study_batch_size=32, study_evals=2, study_n_fid=50, study_sample_steps=4,
                       study_n_train=1000),
     )
@@ -280,9 +279,9 @@ def _cpu() -> Preset:
         vq=VQConfig(ch=16, steps=350, extra_steps=450, n_tokens=30000, n_eval=2000, prior_dim=64, prior_depth=2, prior_steps=1600,
                     prior_lr=2e-3),
         diffusion=DiffusionConfig(),
-        ldm=LDMConfig(ae_ch=16, ae_steps=500, ae_batch_size=64, steps=3000, eval_every=250,
+        ldm=LDMConfig(ae_ch=16, ae_steps=300, ae_batch_size=64, steps=2000, eval_every=250,
                       samplers=(("ddim", 20), ("ddpm", 20)), n_fid=1000, study_fs=(2, 4, 8), study_latent_ch=(2, 4, 4),
-                      study_ae_steps=250, study_unet_ch=16, study_gflop=2000.0, study_evals=2,
+                      study_unet_ch=16, study_gflop=1500.0, study_evals=2,
                       study_n_fid=200, study_sample_steps=20),
     )
 
@@ -306,7 +305,7 @@ def _gpu() -> Preset:
                                   n_widget=16),
         ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, steps=6000, eval_every=500,
                       samplers=(("ddim", 50), ("ddpm", 50), ("ddpm", 250)), n_fid=2000, time_batch=256,
-                      study_ae_ch=32, study_ae_steps=1000, study_unet_ch=32, study_gflop=100000.0,
+                      study_unet_ch=32, study_gflop=100000.0,
                       study_batch_size=256, study_lr=1e-3, study_evals=4, study_n_fid=1000,
                       study_sample_steps=25, study_n_train=60000),
     )

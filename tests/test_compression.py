@@ -129,7 +129,7 @@ def test_every_lesson07_network_builds_for_every_preset(name):
     assert loss.discriminator(x).shape[:2] == (2, 1)
 
 
-def test_ldm_sampler_clips_the_latent_x0_to_the_training_range():
+def test_latent_sampler_clips_the_latent_x0_to_the_training_range():
     """With the cosine schedule's ᾱ_T ≈ 2e-9 a poor ε̂ (here: always 0) sends x̂_0 = z_T/√ᾱ_T to ~1e4;
     the lesson's sampler clips x̂_0 to ±clip, so the final latent stays in the training range."""
     from ldm_edu.diffusion import NoiseSchedule, sample
@@ -158,5 +158,5 @@ def test_ldm_sampler_clips_the_latent_x0_to_the_training_range():
         captured["z"] = z
         return ae_decode(z)
     ae.decode = spy
-    imgs = C.ldm_sampler(run, steps=10)(4, torch.arange(4), torch.Generator().manual_seed(0))
+    imgs = run.ldm.sampler(steps=10)(4, torch.arange(4), torch.Generator().manual_seed(0))
     assert imgs.shape == (4, 1, 28, 28) and captured["z"].abs().max() <= 3.0 + 1e-5

@@ -360,11 +360,36 @@ def test_compression_study_runs_and_reports_per_f_and_seed():
     for r in res:
         assert len(r.fid) == len(r.steps) == len(r.seconds) == len(r.fid_low) == 2 and all(map(math.isfinite, r.fid))
         assert r.gflops[-1] == pytest.approx(0.05, rel=0.5)          # equal compute (up to rounding to steps)
-    assert res[2].steps[-1] > res[0].steps[-1]                      # f = 4 is cheaper: more steps
+    assert (res[0].batch_size, res[2].batch_size) == (2, 8)          # same latent positions per batch: 2·16² = 8·8²
+    assert res[2].flops_per_step == pytest.approx(res[0].flops_per_step, rel=0.25)   # so about the same FLOPs per step
     assert res[0].fid != res[1].fid                                 # the seeds differ
     assert res[0].psnr == res[1].psnr                               # one first stage per f
     with pytest.raises(ValueError, match="f"):
         compression_study(x, y, x, fs=(3,), latent_chs=(1,))
+
+
+def test_compression_study_reuses_a_given_first_stage_and_refuses_a_mismatched_one():
+    from ldm_edu.experiments.latent_diffusion import compression_study, train_first_stage
+    from ldm_edu.latent import reconstruction_psnr
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 1, 28, 28, generator=g) * 2 - 1
+    y = torch.arange(32) % 10
+    ae, _ = train_first_stage(x, f=4, latent_ch=4, ch=4, steps=3, batch_size=8, progress=False)
+    kw = dict(ae_ch=4, ae_steps=1, unet_ch=4, gflop=0.02, evals=1, batch_size=8, n_fid=20, sample_steps=2, T=100,
+              seeds=(0,), progress=False)
+    res = compression_study(x, y, x[:16], fs=(4,), latent_chs=(4,), first_stages={4: ae}, **kw)
+    assert res[0].psnr == pytest.approx(reconstruction_psnr(ae, x[:16]))
+    with pytest.raises(ValueError, match="first_stages"):
+        compression_study(x, y, x[:16], fs=(4,), latent_chs=(2,), first_stages={4: ae}, **kw)
+
+
+def test_study_batch_sizes_keep_latent_positions_per_batch():
+    from ldm_edu.experiments.latent_diffusion import study_batch_sizes
+    assert study_batch_sizes((1, 2, 4, 8), 64) == [4, 16, 64, 256]
+    assert [b * (32 // f) ** 2 for f, b in zip((2, 4, 8), study_batch_sizes((2, 4, 8), 64))] == [4096] * 3
+    assert study_batch_sizes((1,), 8) == [1]                        # never below one image
+    with pytest.raises(ValueError, match="batch"):
+        study_batch_sizes((4,), 0)
 
 
 def _result(f, seed, fids, rfid=50.0, psnr=25.0, steps=(100, 200)):

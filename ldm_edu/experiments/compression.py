@@ -224,26 +224,15 @@ def train_ldm(ae: nn.Module, x: torch.Tensor, y: torch.Tensor, dcfg, cfg, seed: 
     return LDMRun(ldm, hist, steps, fl, s)
 
 
-def ldm_sampler(run: LDMRun, steps: int, guidance: float = 1.0, method: str = "ddim"):
-    """A ``sample_fn(k, y, generator)`` for ``sample_images``: ``LatentDiffusion.sample`` (z_T ~ N(0, I),
-    the lesson-04/05 sampler on scaled latents with x̂_0 clipped to the training latents' range
-    ``ldm.clip_x0``, then 𝒟(z/s)), the same pipeline as lesson 06.
+def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float = 1.0) -> LDMRun:
+    """n class-balanced DDIM-``steps`` samples (``sample_images`` of ``LatentDiffusion.sampler``: z_T ~ N(0, I),
+    the lesson-04/05 sampler on scaled latents with x̂_0 clipped to the training latents' range ``ldm.clip_x0``,
+    then 𝒟(z/s), the same pipeline as lesson 06) and their ``quality_report``.
 
     Why clip: the cosine schedule's last ᾱ is ≈ 2·10⁻⁹, so the first strided step multiplies any error
     of ε̂ by ≈ 10³; without a bound the latent run diverges (a VQ decoder hides it by snapping the
     wreck to codes, a continuous decoder does not)."""
-    ldm = run.ldm
-    device = next(ldm.unet.parameters()).device
-
-    def sample_fn(k, y, generator):
-        return ldm.sample(k, y=None if y is None else y.to(device), guidance=guidance, steps=steps, method=method,
-                          generator=generator)
-    return sample_fn
-
-
-def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float = 1.0) -> LDMRun:
-    """n class-balanced DDIM-``steps`` samples (``sample_images`` of ``ldm_sampler``) and their ``quality_report``."""
-    s = sample_images(ldm_sampler(run, steps, guidance), n, seed=seed)
+    s = sample_images(run.ldm.sampler(steps, "ddim", guidance), n, seed=seed)
     run.samples, run.sample_seconds = s.images, s.seconds
     run.quality = quality_report(s.images, seed=seed)
     return run
@@ -314,7 +303,7 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
 
 __all__ = ["StageRun", "make_vqgan_loss", "train_vqgan_pair", "train_movq_pair", "train_dcae_runs", "StageEval",
            "reconstruct", "evaluate_stage", "paired_psnr_difference", "LDMRun", "second_stage_config", "ldm_steps",
-           "train_ldm", "ldm_sampler", "evaluate_ldm", "results_table", "describe_pair"]
+           "train_ldm", "evaluate_ldm", "results_table", "describe_pair"]
 
 
 # ----------------------------------------------------------------------------- the course table

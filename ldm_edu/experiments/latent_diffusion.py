@@ -54,9 +54,7 @@ def fid_eval_fn(ldm: LatentDiffusion, n: int, steps: int, method: str = "ddpm", 
     — lesson 04's evaluation (``pixel_ddpm.fid_eval_fn``: same sampler, n, seed, reference and keys),
     on latents, x̂₀ clipped to the training latents' range (``LatentDiffusion.clip_x0``)."""
     def eval_fn(_model) -> dict:
-        device = next(ldm.unet.parameters()).device
-        imgs = sample_images(lambda k, y, g: ldm.sample(k, y=y.to(device), steps=steps, method=method, generator=g),
-                             n, seed=seed).images
+        imgs = sample_images(ldm.sampler(steps, method), n, seed=seed).images
         q = quality_report(imgs)
         record = {k: q[k] for k in ("is", "precision", "recall")}
         for k in ("fid", "real_fid"):                      # intervals as value, <name>_low, <name>_high
@@ -181,6 +179,7 @@ class StudyResult:
     psnr: float
     rfid: float
     flops_per_step: float = 0.0                     # one training step of the latent UNet (fwd + bwd)
+    batch_size: int = 0                             # its batch (study_batch_sizes)
     steps: list = field(default_factory=list)
     fid: list = field(default_factory=list)
     fid_low: list = field(default_factory=list)
@@ -216,34 +215,56 @@ def unet_step_flops(unet: UNet, batch_size: int) -> float:
     return training_step_flops(unet, x, t, y if unet.num_classes else None, batch_size=batch_size)
 
 
+def study_batch_sizes(fs, batch_at_f4: int) -> list[int]:
+    """Stage-2 batch per f with the same number of latent positions per batch: b_f = b_4 · (f/4)².
+    Every step then costs about the same FLOPs (and, on a CPU, about the same seconds — at a fixed batch
+    the f = 8 UNet's 4 × 4 latent is so small that per-step overhead, not FLOPs, sets its time)."""
+    if int(batch_at_f4) < 1:
+        raise ValueError(f"batch_at_f4 must be ≥ 1, got {batch_at_f4}")
+    return [max(1, int(round(batch_at_f4 * (f / 4) ** 2))) for f in fs]
+
+
 def compression_study(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, fs=(2, 4, 8),
                       latent_chs=(2, 4, 4), *, ae_ch: int = 16, ae_steps: int = 250, unet_ch: int = 16,
                       gflop: float = 2000.0, evals: int = 2, batch_size: int = 64, lr: float = 2e-3,
                       ema_decay: float = 0.995, n_fid: int = 200, sample_steps: int = 20, T: int = 1000,
                       schedule: str = "cosine", seeds=(0, 1), p_uncond: float = 0.1,
-                      progress: bool = True) -> list[StudyResult]:
+                      sample_method: str = "ddpm", ae_batch_size: int | None = None, ae_lr: float | None = None,
+                      first_stages: dict | None = None, progress: bool = True) -> list[StudyResult]:
     """The small analogue of the seed paper's fig. 13, at **equal stage-2 training compute**: for each
-    f a KL first stage (trained once, seed 0; PSNR on ``x_test``, rFID of its reconstructions of
-    n_fid training images) and, for every seed in ``seeds``, a class-conditional latent UNet
-    (``study_unet``) trained ``gflop`` GFLOP — as many steps as that buys at its latent size, no cap —
-    with FID-MNIST (bootstrap interval, DDIM-``sample_steps``, n_fid samples against n_fid test
-    images) at ``evals`` equally spaced fractions of that compute. Constant learning rate (after no
-    warm-up) so that each evaluation is a fair "stop here". Images in [−1, 1]."""
+    f a KL first stage (``ae_steps`` steps of ``ae_batch_size`` images at ``ae_lr`` — defaults
+    ``batch_size`` and ``lr`` — seed 0; or the trained one given in ``first_stages[f]``; PSNR on ``x_test``, rFID of its reconstructions of n_fid training images)
+    and, for every seed in ``seeds``, a class-conditional latent UNet (``study_unet``) trained ``gflop``
+    GFLOP — as many steps as that buys at its latent size, no cap — with batch ``study_batch_sizes``
+    (``batch_size`` at f = 4, the same latent positions per batch for every f), and FID-MNIST (bootstrap
+    interval, ``sample_method``-``sample_steps``: strided ancestral DDPM as lesson 04 evaluates, n_fid samples against n_fid test images) at ``evals`` equally
+    spaced fractions of that compute. Constant learning rate (no warm-up, no decay) so that each
+    evaluation is a fair "stop here". Images in [−1, 1]."""
     if len(fs) != len(latent_chs):
         raise ValueError(f"fs {fs} and latent_chs {latent_chs} must have the same length")
     for f in fs:
         check_factor(f)
     if not seeds:
         raise ValueError("give at least one seed (two or more to see the spread)")
+    first_stages = dict(first_stages or {})
+    for f, c in zip(fs, latent_chs):
+        if f in first_stages and tuple(first_stages[f].latent_shape) != (c, PADDED_SIZE // f, PADDED_SIZE // f):
+            raise ValueError(f"first_stages[{f}] has latent {tuple(first_stages[f].latent_shape)}, the study "
+                             f"needs {(c, PADDED_SIZE // f, PADDED_SIZE // f)} for f = {f}: give a matching one")
     device = x.device
     sched = NoiseSchedule(T, schedule, device=device)
     reference = reference_images(n_fid)
-    flops = [unet_step_flops(study_unet(f, c, unet_ch, device=device), batch_size) for f, c in zip(fs, latent_chs)]
+    batches_f = study_batch_sizes(fs, batch_size)
+    flops = [unet_step_flops(study_unet(f, c, unet_ch, device=device), b) for f, c, b in zip(fs, latent_chs, batches_f)]
     counts = study_step_counts(flops, gflop * 1e9)
     results = []
-    for f, c, fl, n_steps in zip(fs, latent_chs, flops, counts):
-        ae, _ = train_first_stage(x, f=f, latent_ch=c, ch=ae_ch, steps=ae_steps, batch_size=batch_size,
-                                  lr=lr, seed=0, progress=progress)
+    for f, c, fl, n_steps, batch_f in zip(fs, latent_chs, flops, counts, batches_f):
+        if f in first_stages:
+            ae = first_stages[f].eval()
+        else:
+            ae, _ = train_first_stage(x, f=f, latent_ch=c, ch=ae_ch, steps=ae_steps,
+                                      batch_size=ae_batch_size or batch_size, lr=ae_lr or lr, seed=0,
+                                      progress=progress)
         psnr = reconstruction_psnr(ae, x_test)
         with torch.no_grad():
             rec = ((ae.decode(ae.encode(x[:n_fid])) + 1) / 2).clamp(0, 1).cpu()
@@ -252,11 +273,12 @@ def compression_study(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, fs
         s = latent_scale_factor(z)
         z = z * s
         for seed in seeds:
-            res = StudyResult(f=f, seed=seed, latent_shape=ae.latent_shape, psnr=psnr, rfid=rfid, flops_per_step=fl)
+            res = StudyResult(f=f, seed=seed, latent_shape=ae.latent_shape, psnr=psnr, rfid=rfid, flops_per_step=fl,
+                              batch_size=batch_f)
             unet = study_unet(f, c, unet_ch, seed, device)
             ema = EMA(unet, ema_decay)
             opt = torch.optim.AdamW(unet.parameters(), lr=lr)
-            batches = TensorBatches(z, y, batch_size=batch_size, seed=seed)
+            batches = TensorBatches(z, y, batch_size=batch_f, seed=seed)
             ldm = LatentDiffusion(ae, ema.model, sched, s, clip_x0=float(z.abs().max()))
             hist, done = None, 0
             for k in range(1, evals + 1):
@@ -265,8 +287,7 @@ def compression_study(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, fs
                            history=hist, desc=f"LDM-{f} seed {seed} ({c}×{ae.latent_shape[1]}²)",
                            progress=progress, live_plot=False)
                 done += chunk
-                imgs = sample_images(lambda k_, yy, g: ldm.sample(k_, y=yy.to(device), steps=sample_steps, generator=g),
-                                     n_fid, seed=1000 + seed).images
+                imgs = sample_images(ldm.sampler(sample_steps, sample_method), n_fid, seed=1000 + seed).images
                 iv = fid_interval(imgs, reference)
                 res.steps.append(done)
                 res.fid.append(iv.value)
@@ -384,14 +405,15 @@ def workload(preset) -> list[tuple]:
     rows.append(("06", "final samplers, pixel + latent", 0, 0.0, 2 * sampler_steps,
                  sampler_steps * c.n_fid * (pix_fwd + lat_fwd)))
     study_train, study_steps, study_samp, study_sflops = 0.0, 0, 0, 0.0
-    for f, lc in zip(c.study_fs, c.study_latent_ch):
-        sae = FirstStage(f=f, latent_ch=lc, ch=c.study_ae_ch)
+    for f, lc, b in zip(c.study_fs, c.study_latent_ch, study_batch_sizes(c.study_fs, c.study_batch_size)):
+        sae = FirstStage(f=f, latent_ch=lc, ch=c.ae_ch)
         su = study_unet(f, lc, c.study_unet_ch)
-        step = unet_step_flops(su, c.study_batch_size)
+        step = unet_step_flops(su, b)
         n = study_step_counts([step], c.study_gflop * 1e9)[0]
-        study_train += training_step_flops(sae, img, batch_size=c.study_batch_size) * c.study_ae_steps
+        ae_steps = 0 if f == c.f and lc == c.latent_ch else c.ae_steps     # §1's first stage is reused
+        study_train += training_step_flops(sae, img, batch_size=c.ae_batch_size) * ae_steps
         study_train += len(c.study_seeds) * n * step
-        study_steps += c.study_ae_steps + len(c.study_seeds) * n
+        study_steps += ae_steps + len(c.study_seeds) * n
         fwd = training_step_flops(su, torch.randn(2, lc, 32 // f, 32 // f), t2, y2, batch_size=1, backward=False)
         study_samp += len(c.study_seeds) * c.study_evals * c.study_sample_steps
         study_sflops += len(c.study_seeds) * c.study_evals * c.study_sample_steps * c.study_n_fid * fwd
@@ -402,4 +424,4 @@ def workload(preset) -> list[tuple]:
 
 __all__ = ["train_first_stage", "latent_unet", "fid_eval_fn", "train_latent_ddpm", "Curve",
            "eval_curve", "time_to_quality", "value_at", "time_per_step", "StudyResult", "study_step_counts",
-           "study_unet", "unet_step_flops", "compression_study", "study_summary", "describe_study", "workload"]
+           "study_unet", "study_batch_sizes", "unet_step_flops", "compression_study", "study_summary", "describe_study", "workload"]
