@@ -149,14 +149,15 @@ class LDMConfig:
     kl_weight: float = 1e-6
     codebook_size: int = 128
     # second stage: lesson 04's UNet and recipe on the scaled latents
-    steps: int = 4000              # training steps of the latent DDPM (and of the unscaled one, §2)
+    steps: int = 4000              # training steps of the latent DDPM
     eval_every: int = 500          # FID along training, every this many steps
+    unscaled_steps: int = 2000     # the unscaled ablation's steps (a multiple of eval_every ≤ steps): it is read
+                                   # against the scaled run's evaluation at the same step
     unscaled_std: float = 5.5      # §2: an equally good first stage whose latent has this std (Stable
                                    # Diffusion's KL-f8: 1 / 0.18215 ≈ 5.5), diffused without the scale
     # the final comparison: each (method, steps) sampler on both models, n_fid samples each
     samplers: tuple = (("ddim", 20), ("ddpm", 20))
     n_fid: int = 1000
-    time_batch: int = 64           # batch of the equal-parameter step timing
     guidance: float = 2.0
     guidance_values: tuple = (0.0, 1.0, 2.0, 4.0)
     # compression-factor study (small analogue of the seed paper's fig. 13), equal stage-2 compute
@@ -184,7 +185,9 @@ class CompressionConfig:
     loss vs L1 + perceptual + PatchGAN (the discriminator trains from the branch's first step, its
     gradient reaches the decoder after ``disc_start``). MoVQ: VQ-f first stage, GroupNorm vs spatial
     norm, ``movq_steps`` each. DC-AE: plain vs residual autoencoder at each f in ``dc_fs``, ``dc_steps``
-    each. Stage 2: each LDM gets ``ldm_gflop`` of training compute (at most ``ldm_max_steps`` steps).
+    each. Stage 2: each LDM gets ``ldm_gflop`` of training compute, at most ``ldm_max_steps`` steps (the cap
+    bites on the smaller latents: those pairs get equal steps, not equal compute), and is sampled with
+    ``sample_method`` at ``sample_steps``.
     f = 8 for the first two: at f = 4 MNIST reconstructions are already near-perfect for the classifier."""
     n_train: int = 10000           # training images (first stages and the LDMs' latents)
     n_eval: int = 1000             # test images for PSNR and rFID-MNIST
@@ -199,9 +202,9 @@ class CompressionConfig:
     gan_steps: int = 150
     disc_start: int = 50           # steps of the recipe's branch before λ·L_GAN reaches the decoder
     perceptual_weight: float = 1.0
-    disc_weight: float = 0.5       # factor on the adaptive λ (LDM's KL configs use 0.5)
+    disc_weight: float = 0.5       # w_d, factor on the adaptive λ (LDM's KL configs use 0.5)
     disc_ch: int = 32
-    disc_layers: int = 2
+    disc_layers: int = 1           # PatchGAN depth: 16 × 16-px patches on 28 × 28 (2 layers: 34 px, the whole digit)
     # MoVQ
     movq_f: int = 8
     movq_latent_ch: int = 4
@@ -215,15 +218,16 @@ class CompressionConfig:
     # downstream LDMs
     unet_ch: int = 16
     unet_ch_mult: tuple = (1, 2)
-    ldm_gflop: float = 380.0       # ≈ 1 000 steps of the 4×4×4 latent's UNet at batch 64
-    ldm_max_steps: int = 1000
+    ldm_gflop: float = 380.0       # ≈ 1 000 steps of the 4×4×4 latent's UNet at batch 64; the smaller
+    ldm_max_steps: int = 1000      # latents hit this cap: equal steps then, not equal compute (the lesson says which)
+    sample_method: str = "ddpm"    # strided ancestral, x̂₀ clipped: the course's best 20-step sampler (lessons 04–06)
     sample_steps: int = 20
-    n_fid: int = 500
+    n_fid: int = 1000
     n_show: int = 10               # images per row in the figures and the widget
     # the course table
-    table_n: int = 300             # samples per model for FID/IS (and test images for NLLs); the
+    table_n: int = 1000            # samples per model for FID/IS (and test images for NLLs); the
                                    # sampling time of these n is scaled to 1 000 images
-    table_ddpm_steps: int = 100    # ancestral DDPM steps of the pixel model's DDPM row (1000 = all)
+    table_ddpm_steps: int = 20     # strided ancestral DDPM steps of the pixel model's DDPM row (= sample_steps)
     table_ddim_steps: int = 20
 
 
@@ -250,7 +254,7 @@ class Preset:
 def _tiny() -> Preset:
     return Preset(
         name="tiny", device="cpu", minutes=1,
-        compression=CompressionConfig(n_train=1000, n_eval=100, batch_size=16, ch=8, warmup_steps=8, gan_steps=6, disc_start=2, disc_ch=8, codebook_size=32, movq_steps=8, dc_fs=(16, 32), dc_latent_ch=(16, 32), dc_max_ch=32, dc_steps=8, unet_ch=8, ldm_gflop=1.0, ldm_max_steps=12, sample_steps=4, n_fid=50, n_show=6, table_n=50, table_ddpm_steps=10, table_ddim_steps=4),
+        compression=CompressionConfig(n_train=1000, n_eval=100, batch_size=16, ch=8, warmup_steps=8, gan_steps=6, disc_start=2, disc_ch=8, codebook_size=32, movq_steps=8, dc_fs=(16, 32), dc_latent_ch=(16, 32), dc_max_ch=32, dc_steps=8, unet_ch=8, ldm_gflop=1.0, ldm_max_steps=12, sample_steps=4, n_fid=50, n_show=6, table_n=50, table_ddpm_steps=4, table_ddim_steps=4),
         ae=AEConfig(hidden=128, steps=150, sweep_dims=(2, 8, 32), sweep_steps=60, n_eval=2000),
         vae=VAEConfig(hidden=128, steps=200, steps_2d=150, betas=(0.5, 1.0, 4.0), beta_steps=60,
                       iw_samples=16, n_eval=2000, n_eval_iw=200),
@@ -262,8 +266,8 @@ def _tiny() -> Preset:
                                   steps_list=(5, 10), n_fid_steps=32,
                                   widget_steps=(5, 100), widget_etas=(0.0, 1.0), n_widget=4,
                                   invert_steps=10, warmup_steps=5),
-        ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, steps=40, eval_every=20,
-                      samplers=(("ddim", 5), ("ddpm", 5)), n_fid=100, time_batch=16, guidance_values=(0.0, 1.0, 3.0),
+        ldm=LDMConfig(n_train=4000, ae_ch=8, ae_steps=60, ae_batch_size=32, steps=40, eval_every=20, unscaled_steps=20,
+                      samplers=(("ddim", 5), ("ddpm", 5)), n_fid=100, guidance_values=(0.0, 1.0, 3.0),
                       study_fs=(4, 8), study_latent_ch=(4, 4), study_unet_ch=8,
                       study_gflop=2.0, study_batch_size=32, study_evals=2, study_n_fid=50, study_sample_steps=4,
                       study_n_train=1000),
@@ -279,8 +283,8 @@ def _cpu() -> Preset:
         vq=VQConfig(ch=16, steps=350, extra_steps=450, n_tokens=30000, n_eval=2000, prior_dim=64, prior_depth=2, prior_steps=1600,
                     prior_lr=2e-3),
         diffusion=DiffusionConfig(),
-        ldm=LDMConfig(ae_ch=16, ae_steps=300, ae_batch_size=64, steps=2000, eval_every=250,
-                      samplers=(("ddim", 20), ("ddpm", 20)), n_fid=1000, study_fs=(2, 4, 8), study_latent_ch=(2, 4, 4),
+        ldm=LDMConfig(ae_ch=16, ae_steps=300, ae_batch_size=64, steps=2000, eval_every=250, unscaled_steps=1000,
+                      samplers=(("ddim", 20), ("ddpm", 20)), n_fid=1000, study_fs=(4, 8), study_latent_ch=(4, 4),
                       study_unet_ch=16, study_gflop=1500.0, study_evals=2,
                       study_n_fid=200, study_sample_steps=20),
     )
@@ -289,7 +293,7 @@ def _cpu() -> Preset:
 def _gpu() -> Preset:
     return Preset(
         name="gpu", device="cuda", minutes=3, amp=True,
-        compression=CompressionConfig(n_train=60000, n_eval=2000, batch_size=128, ch=32, warmup_steps=2000, gan_steps=1000, disc_start=300, disc_ch=64, codebook_size=256, movq_steps=3000, dc_steps=3000, dc_max_ch=128, unet_ch=32, ldm_gflop=20000.0, ldm_max_steps=6000, sample_steps=50, n_fid=2000, table_n=2000, table_ddpm_steps=1000, table_ddim_steps=50),
+        compression=CompressionConfig(n_train=60000, n_eval=2000, batch_size=128, ch=32, warmup_steps=2000, gan_steps=1000, disc_start=300, disc_ch=64, codebook_size=256, movq_steps=3000, dc_steps=3000, dc_max_ch=128, unet_ch=32, ldm_gflop=20000.0, ldm_max_steps=6000, sample_steps=50, n_fid=2000, table_n=2000, table_ddpm_steps=50, table_ddim_steps=50),
         ae=AEConfig(hidden=1024, steps=6000, batch_size=256, sweep_steps=3000),
         vae=VAEConfig(hidden=1024, steps=40000, batch_size=256, lr=1e-3, steps_2d=6000,
                       beta_steps=3000, iw_samples=1000, n_eval_iw=10000),
@@ -303,8 +307,8 @@ def _gpu() -> Preset:
                                   steps_list=(10, 20, 50, 100, 250, 1000),
                                   n_fid_steps=2000, widget_steps=(5, 10, 20, 50, 100, 250, 1000),
                                   n_widget=16),
-        ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, steps=6000, eval_every=500,
-                      samplers=(("ddim", 50), ("ddpm", 50), ("ddpm", 250)), n_fid=2000, time_batch=256,
+        ldm=LDMConfig(ae_ch=32, ae_steps=2000, ae_batch_size=128, steps=6000, eval_every=500, unscaled_steps=3000,
+                      samplers=(("ddim", 50), ("ddpm", 50), ("ddpm", 250)), n_fid=2000,
                       study_unet_ch=32, study_gflop=100000.0,
                       study_batch_size=256, study_lr=1e-3, study_evals=4, study_n_fid=1000,
                       study_sample_steps=25, study_n_train=60000),

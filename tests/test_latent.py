@@ -323,6 +323,35 @@ def test_time_to_quality_interpolates_the_first_crossing():
     assert value_at(c, 35.0) == 125.0 and value_at(c, 5.0) is None and value_at(c, 40.0) == 150.0
 
 
+def test_crossing_at_the_first_evaluation_is_flagged_as_an_upper_bound():
+    from ldm_edu.experiments.latent_diffusion import Curve, reached_at_first, time_to_quality
+    c = Curve(steps=[1, 2], seconds=[10.0, 20.0], value=[150.0, 100.0], low=[0.0] * 2, high=[0.0] * 2)
+    assert reached_at_first(c, 200.0) and time_to_quality(c, 200.0) == 10.0
+    assert not reached_at_first(c, 120.0) and time_to_quality(c, 120.0) == 16.0
+
+
+def test_recost_curve_puts_both_runs_on_one_clock():
+    from ldm_edu.experiments.latent_diffusion import Curve, recost_curve
+    c = Curve(steps=[100, 200], seconds=[7.0, 19.0], value=[50.0, 20.0], low=[40.0, 15.0], high=[60.0, 25.0],
+              estimated_seconds=True)
+    r = recost_curve(c, 0.05, offset=30.0)
+    assert r.seconds == [35.0, 40.0] and r.value == c.value and r.low == c.low and not r.estimated_seconds
+    assert c.seconds == [7.0, 19.0]                                  # the logged clock is kept
+    for bad in ((0.0, 0.0), (float("nan"), 0.0), (0.1, -1.0)):
+        with pytest.raises(ValueError, match="seconds_per_step"):
+            recost_curve(c, *bad)
+
+
+def test_learned_to_sample_tells_noise_from_a_model():
+    from ldm_edu.experiments.latent_diffusion import Curve, learned_to_sample
+    noise = Curve(steps=[1, 2], seconds=[1.0, 2.0], value=[433.0, 397.0], low=[420.0, 383.0], high=[450.0, 411.0])
+    model = Curve(steps=[1, 2], seconds=[1.0, 2.0], value=[159.0, 30.0], low=[150.0, 26.0], high=[170.0, 35.0])
+    assert not learned_to_sample(noise, floor=20.0) and learned_to_sample(model, floor=20.0)
+    assert learned_to_sample(noise, floor=20.0, factor=20.0)          # the factor is the line drawn
+    with pytest.raises(ValueError, match="floor"):
+        learned_to_sample(model, floor=0.0)
+
+
 def test_train_latent_ddpm_uses_lesson_04_recipe_and_logs_time():
     from types import SimpleNamespace
     from ldm_edu.experiments.latent_diffusion import train_latent_ddpm
@@ -408,11 +437,23 @@ def test_describe_study_follows_the_data():
     assert "does **not** reach" in text and "+50 → +30" in text and "close to that floor" in text
     f4_ahead = [_result(4, 0, (200, 60)), _result(4, 1, (210, 62)), _result(8, 0, (150, 90)), _result(8, 1, (155, 95))]
     text = describe_study(f4_ahead)
-    assert "**f = 4 has passed f = 8**" in text and "ahead of f = 8 in every seed" in text
+    assert "**f = 4 has passed f = 8**" in text and "in every seed" not in text   # the best pair is the question: said once
+    assert "about equal seconds" in text
     tied = [_result(4, 0, (200, 90)), _result(4, 1, (210, 100)), _result(8, 0, (150, 95)), _result(8, 1, (155, 92))]
     text = describe_study(tied)
     assert "not separated" in text and "cannot tell which is ahead" in text
+    assert "both the seeds and the bootstrap intervals overlap" in text
+    seeds_apart = [_result(4, 0, (200, 90)), _result(4, 1, (210, 91)), _result(8, 0, (150, 93)), _result(8, 1, (155, 94))]
+    assert "every seed of f = 4 is ahead, but the bootstrap intervals overlap" in describe_study(seeds_apart)
     assert [r["f"] for r in study_summary(f4_ahead)] == [4, 8]
+    noise = [_result(4, 0, (520, 470), rfid=20), _result(8, 0, (525, 515), rfid=50)]
+    text = describe_study(noise)
+    assert "no f learned to sample" in text and "ranks nothing" in text and "ahead" not in text
+    one_noisy = [_result(2, 0, (500, 480), rfid=10), _result(4, 0, (200, 60)), _result(8, 0, (150, 90))]
+    assert "f = 2 did not learn to sample" in describe_study(one_noisy)
+    slow8 = [_result(4, 0, (200, 60)), _result(8, 0, (150, 90))]
+    slow8[1].seconds = [2.0, 8.0]
+    assert "Equal FLOPs is not equal seconds" in describe_study(slow8) and "(4.0×)" in describe_study(slow8)
 
 
 def test_workload_counts_every_part_of_lesson_06():

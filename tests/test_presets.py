@@ -38,3 +38,12 @@ def test_presets_grow_from_tiny_to_gpu():
     assert tiny.vae.steps < cpu.vae.steps <= gpu.vae.steps
     with pytest.raises(dataclasses.FrozenInstanceError):
         tiny.ae.steps = 5
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "gpu"])
+def test_lesson_06_ablation_and_study_line_up_with_the_main_run(name):
+    c = get_preset(name, device="cpu").ldm
+    # the unscaled run is read against the scaled run's evaluation at the same step
+    assert c.unscaled_steps % c.eval_every == 0 and 0 < c.unscaled_steps <= c.steps
+    # the f-study reuses §1's first stage for f = c.f, so that f must be in the study with §1's channels
+    assert dict(zip(c.study_fs, c.study_latent_ch)).get(c.f) == c.latent_ch

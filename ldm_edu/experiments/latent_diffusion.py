@@ -128,9 +128,34 @@ def eval_curve(history: History, key: str = "fid", offset: float = 0.0) -> Curve
     return Curve(steps, seconds, value, low, high, estimated_seconds=True)
 
 
+def recost_curve(curve: Curve, seconds_per_step: float, offset: float = 0.0) -> Curve:
+    """The curve on one shared clock: seconds = ``offset`` + step × ``seconds_per_step``.
+
+    Why: two runs' logged seconds come from different processes (lesson 04's run and this one),
+    and a machine's load can change its speed 2–4× between them. Timing one training step of each
+    model interleaved in one process (``time_per_step``) and re-costing both curves with it makes the
+    comparison independent of when each run happened. ``offset``: seconds spent before the first step
+    (the LDM's first stage and encoding)."""
+    if not (seconds_per_step > 0 and math.isfinite(seconds_per_step)) or offset < 0:
+        raise ValueError(f"seconds_per_step must be > 0 and offset ≥ 0, got {seconds_per_step} and {offset}")
+    return Curve(list(curve.steps), [offset + s * seconds_per_step for s in curve.steps], list(curve.value),
+                 list(curve.low), list(curve.high))
+
+
+def learned_to_sample(curve: Curve, floor: float, factor: float = 5.0) -> bool:
+    """Did the run learn to sample? Its best evaluation's interval reaches within ``factor`` × ``floor``
+    (floor: the FID it cannot beat — the real-vs-real reference at that n, or a first stage's rFID).
+    A run far above it (e.g. FID ≈ 400 against an rFID of 20) makes noise, and no comparison with it
+    means anything."""
+    if floor <= 0 or factor <= 1:
+        raise ValueError(f"floor must be > 0 and factor > 1, got {floor} and {factor}")
+    return min(curve.low) <= factor * floor
+
+
 def time_to_quality(curve: Curve, target: float) -> float | None:
     """Training seconds at which the curve first reaches FID ≤ ``target``, linearly interpolated
-    between the two evaluations around the crossing; None if it never does."""
+    between the two evaluations around the crossing; None if it never does. When the first evaluation
+    already reaches it, its time is only an upper bound (``reached_at_first`` says so)."""
     prev = None
     for t, v in zip(curve.seconds, curve.value):
         if v <= target:
@@ -140,6 +165,12 @@ def time_to_quality(curve: Curve, target: float) -> float | None:
             return float(t0 + (t - t0) * (v0 - target) / (v0 - v))
         prev = (t, v)
     return None
+
+
+def reached_at_first(curve: Curve, target: float) -> bool:
+    """True when the curve's first evaluation is already at FID ≤ ``target``: the crossing happened
+    somewhere before it, and ``time_to_quality`` is an upper bound."""
+    return bool(curve.value) and curve.value[0] <= target
 
 
 def value_at(curve: Curve, seconds: float) -> float | None:
@@ -323,6 +354,18 @@ def _separated(a: dict, b: dict) -> bool:
     return a["max"] < b["min"] and a["high"] < b["low"]
 
 
+def _why_not_separated(a: dict, b: dict) -> str:
+    """Which of the two criteria of ``_separated`` fails, in words (a: the better mean)."""
+    seeds_apart, ivs_apart = a["max"] < b["min"], a["high"] < b["low"]
+    spans = (f"seeds {a['min']:.0f}–{a['max']:.0f} vs {b['min']:.0f}–{b['max']:.0f}, intervals "
+             f"[{a['low']:.0f}, {a['high']:.0f}] vs [{b['low']:.0f}, {b['high']:.0f}]")
+    if seeds_apart:
+        return f"every seed of f = {a['f']} is ahead, but the bootstrap intervals overlap ({spans})"
+    if ivs_apart:
+        return f"the bootstrap intervals are apart, but the seeds overlap ({spans})"
+    return f"both the seeds and the bootstrap intervals overlap ({spans})"
+
+
 def _relation(fid: float, floor: float) -> str:
     if fid > 1.5 * floor:
         return "still far above that floor"
@@ -331,28 +374,40 @@ def _relation(fid: float, floor: float) -> str:
     return "already at or below it (rFID is itself measured on a finite sample)"
 
 
-def describe_study(results: list, small: int = 4, large: int = 8) -> str:
-    """Markdown that states what the f-study measured, worded from the data: the ranking at equal
-    compute with the seeds' spread, and whether f = ``small`` has passed f = ``large`` (the seed paper's
-    "moderate f is best") — and, if not, what in the data says why (f = large's rFID floor vs the
-    distance still to go)."""
+def describe_study(results: list, small: int = 4, large: int = 8, learned_factor: float = 5.0) -> str:
+    """Markdown that states what the f-study measured, worded from the data: first whether any f
+    learned to sample at all (best FID interval within ``learned_factor`` × its rFID), then the ranking
+    at equal compute with the seeds' spread, whether f = ``small`` has passed f = ``large`` (the seed
+    paper's "moderate f is best") — and, if not, what in the data says why — and what equal FLOPs
+    cost in seconds."""
     rows = study_summary(results)
     if not rows:
         raise ValueError("no study results to describe")
     by = {r["f"]: r for r in rows}
     seeds = rows[0]["seeds"]
+    fs = sorted(by)
+    learned = [r for r in rows if r["low"] <= learned_factor * r["rfid"]]
+    head = (f"**What the study measured.** f = {', '.join(map(str, fs))}, each at the same stage-2 compute "
+            f"({rows[0]['gflop']:,.0f} GFLOP), {seeds} seed{'s' if seeds > 1 else ''}.")
+    if not learned:
+        return (f"{head} **At this budget no f learned to sample**: the best FIDs "
+                f"({min(r['min'] for r in rows):.0f}–{max(r['max'] for r in rows):.0f}) stay far above the first "
+                f"stages' rFIDs ({min(r['rfid'] for r in rows):.0f}–{max(r['rfid'] for r in rows):.0f}), more than "
+                f"{learned_factor:g}× — the samples are not digits, so the study ranks nothing.")
     order = " < ".join(f"f = {r['f']} ({r['mean']:.0f})" for r in rows)
-    text = [f"**What the study measured.** At equal stage-2 compute ({rows[0]['gflop']:,.0f} GFLOP per f), "
-            f"mean FID-MNIST over {seeds} seed{'s' if seeds > 1 else ''} ranks {order}."]
+    text = [f"{head} Mean FID-MNIST over the seeds ranks {order}."]
+    unlearned = [r["f"] for r in rows if r not in learned]
+    if unlearned:
+        text.append(f"f = {', '.join(map(str, unlearned))} did not learn to sample (best FID more than "
+                    f"{learned_factor:g}× its rFID).")
     best, runner = rows[0], rows[1] if len(rows) > 1 else None
-    if runner is not None:
+    pair_is_the_question = runner is not None and {best["f"], runner["f"]} == {small, large}
+    if runner is not None and not pair_is_the_question:
         if _separated(best, runner):
             text.append(f"f = {best['f']} is ahead of f = {runner['f']} in every seed and beyond the bootstrap "
                         f"intervals ([{best['low']:.0f}, {best['high']:.0f}] vs [{runner['low']:.0f}, {runner['high']:.0f}]).")
         else:
-            text.append(f"f = {best['f']} and f = {runner['f']} are not separated: their seeds span "
-                        f"{best['min']:.0f}–{best['max']:.0f} and {runner['min']:.0f}–{runner['max']:.0f} and the "
-                        f"bootstrap intervals overlap, so this budget does not rank them.")
+            text.append(f"f = {best['f']} and f = {runner['f']} are not separated: {_why_not_separated(best, runner)}.")
     if small in by and large in by:
         s, l = by[small], by[large]
         fr = {r.f: r for r in results if r.seed == results[0].seed}
@@ -364,17 +419,28 @@ def describe_study(results: list, small: int = 4, large: int = 8) -> str:
                         f"(seed paper fig. 13) appears in the data.{trend}")
         elif _separated(l, s):
             text.append(
-                f"**f = {large} is still ahead of f = {small}**: at this budget the smaller latent's cheaper steps "
-                f"({l['steps']:,} vs {s['steps']:,}) win. f = {large}'s first stage caps it at rFID "
-                f"{l['rfid']:.0f} (PSNR {l['psnr']:.1f} dB) and its samples are at {l['mean']:.0f}, "
-                f"{_relation(l['mean'], l['rfid'])}; f = {small} "
+                f"**f = {large} is still ahead of f = {small}**: at this budget the smaller latent's easier task wins. "
+                f"f = {large}'s first stage caps it at rFID {l['rfid']:.0f} (PSNR {l['psnr']:.1f} dB) and its samples "
+                f"are at {l['mean']:.0f}, {_relation(l['mean'], l['rfid'])}; f = {small} "
                 f"(rFID {s['rfid']:.0f}, PSNR {s['psnr']:.1f} dB) can pass it only once f = {large} nears its floor."
                 f"{trend} So this budget does **not** reach the regime where f = {small} passes f = {large}; "
                 "the `gpu` preset trains long enough to test it.")
         else:
-            text.append(f"f = {small} and f = {large} are within each other's spread at this budget "
-                        f"({s['min']:.0f}–{s['max']:.0f} vs {l['min']:.0f}–{l['max']:.0f}): the crossing the seed "
-                        f"paper reports would be here, but this run cannot tell which is ahead.{trend}")
+            a, b = (s, l) if s["mean"] <= l["mean"] else (l, s)
+            text.append(f"f = {small} and f = {large} are **not separated** at this budget: "
+                        f"{_why_not_separated(a, b)} — so this run cannot tell which is ahead.{trend}")
+    secs = {}
+    for r in results:
+        secs.setdefault(r.f, []).append(r.seconds[-1])
+    mean_s = {f: statistics.fmean(v) for f, v in secs.items()}
+    if len(mean_s) > 1 and min(mean_s.values()) > 0:
+        slow, fast = max(mean_s, key=mean_s.get), min(mean_s, key=mean_s.get)
+        if mean_s[slow] / mean_s[fast] < 1.25:
+            text.append(f"Equal FLOPs took about equal seconds here ({mean_s[fast]:.0f}–{mean_s[slow]:.0f} s of "
+                        "stage-2 training per run).")
+        else:
+            text.append(f"Equal FLOPs is not equal seconds: stage 2 took {mean_s[fast]:.0f} s at f = {fast} and "
+                        f"{mean_s[slow]:.0f} s at f = {slow} ({mean_s[slow] / mean_s[fast]:.1f}×) on this machine.")
     return " ".join(text)
 
 
@@ -423,5 +489,5 @@ def workload(preset) -> list[tuple]:
 
 
 __all__ = ["train_first_stage", "latent_unet", "fid_eval_fn", "train_latent_ddpm", "Curve",
-           "eval_curve", "time_to_quality", "value_at", "time_per_step", "StudyResult", "study_step_counts",
+           "eval_curve", "recost_curve", "learned_to_sample", "time_to_quality", "reached_at_first", "value_at", "time_per_step", "StudyResult", "study_step_counts",
            "study_unet", "study_batch_sizes", "unet_step_flops", "compression_study", "study_summary", "describe_study", "workload"]
