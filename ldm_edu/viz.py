@@ -436,8 +436,8 @@ def compression_study_figure(results: list, title: str | None = None):
         mean = np.mean([r.fid for r in runs], axis=0)
         ax.plot(runs[0].gflops, mean, "o-", color=f"C{i}", lw=2,
                 label=f"LDM-{f} ({'×'.join(map(str, runs[0].latent_shape))}), {runs[0].steps[-1]:,} steps")
-        ax.axhline(runs[0].rfid, color=f"C{i}", ls="--", lw=1)
-    ax.set_xscale("log"), ax.set_yscale("log")
+        ax.axhline(runs[0].rfid, color=f"C{i}", ls="--", lw=1, label=f"f = {f}: first-stage rFID (floor)")
+    ax.set_yscale("log")
     ax.set_xlabel("stage-2 training compute (GFLOP, equal for every f at the end)")
     ax.set_ylabel("FID-MNIST")
     ax.set_title(title or "second stage: FID vs compute (thin: seeds; dashed: rFID floor)", fontsize=10)

@@ -6,7 +6,8 @@ from ldm_edu.diffusion import ddim_step
 from ldm_edu.exercises import lesson06 as L6
 
 
-def _guided(w_map=lambda w: w, unscale=lambda z, s: z / s, to_unit=True, decode=True, use_library=False):
+def _guided(w_map=lambda w: w, unscale=lambda z, s: z / s, to_unit=True, decode=True, use_library=False, clip=True,
+            decode_method=False):
     """The reference loop with one thing changed."""
     def fn(ldm, z_T, y, w, steps):
         if use_library:
@@ -18,9 +19,12 @@ def _guided(w_map=lambda w: w, unscale=lambda z, s: z / s, to_unit=True, decode=
             t_prev = ts[k + 1] if k + 1 < len(ts) else -1
             tt = torch.full((len(z),), t)
             eps_c, eps_u = ldm.unet(z, tt, y), ldm.unet(z, tt, null)
-            z = ddim_step(ldm.schedule, z, eps_u + w_map(w) * (eps_c - eps_u), t, t_prev)
+            z = ddim_step(ldm.schedule, z, eps_u + w_map(w) * (eps_c - eps_u), t, t_prev,
+                          clip_x0=ldm.clip_x0 if clip else None)
         if not decode:
             return z
+        if decode_method:
+            return ldm.decode(z)
         x = ldm.autoencoder.decode(unscale(z, ldm.scale_factor))
         return ((x + 1) / 2).clamp(0, 1) if to_unit else x
     return fn
@@ -46,4 +50,6 @@ WRONG = [
     (L6.check_guided_sample, _guided(w_map=lambda w: 1 - w), "not the reverse"),
     (L6.check_guided_sample, _guided(decode=False), "that is a latent"),
     (L6.check_guided_sample, _guided(use_library=True), "write the loop yourself"),
+    (L6.check_guided_sample, _guided(clip=False), "clip_x0=ldm.clip_x0"),
+    (L6.check_guided_sample, _guided(decode_method=True), "ldm.autoencoder.decode"),
 ]

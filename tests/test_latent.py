@@ -330,6 +330,16 @@ def test_crossing_at_the_first_evaluation_is_flagged_as_an_upper_bound():
     assert not reached_at_first(c, 120.0) and time_to_quality(c, 120.0) == 16.0
 
 
+def test_time_to_quality_interval_crosses_the_band_edges():
+    from ldm_edu.experiments.latent_diffusion import Curve, time_to_quality_interval
+    c = Curve(steps=[1, 2, 3], seconds=[10.0, 20.0, 30.0], value=[100.0, 40.0, 20.0], low=[80.0, 30.0, 10.0],
+              high=[120.0, 60.0, 35.0])
+    early, point, late = time_to_quality_interval(c, 50.0)
+    assert early == pytest.approx(10 + 10 * 30 / 50) and point == pytest.approx(10 + 10 * 50 / 60)
+    assert late == pytest.approx(20 + 10 * 10 / 25) and early < point < late
+    assert time_to_quality_interval(c, 30.0)[2] is None              # the upper edge never gets below 30
+
+
 def test_recost_curve_puts_both_runs_on_one_clock():
     from ldm_edu.experiments.latent_diffusion import Curve, recost_curve
     c = Curve(steps=[100, 200], seconds=[7.0, 19.0], value=[50.0, 20.0], low=[40.0, 15.0], high=[60.0, 25.0],
@@ -445,6 +455,13 @@ def test_describe_study_follows_the_data():
     assert "both the seeds and the bootstrap intervals overlap" in text
     seeds_apart = [_result(4, 0, (200, 90)), _result(4, 1, (210, 91)), _result(8, 0, (150, 93)), _result(8, 1, (155, 94))]
     assert "every seed of f = 4 is ahead, but the bootstrap intervals overlap" in describe_study(seeds_apart)
+    f8_leads_tied = [_result(4, 0, (160, 89), rfid=20), _result(4, 1, (221, 188), rfid=20),
+                     _result(8, 0, (77, 47), rfid=41), _result(8, 1, (65, 45), rfid=41)]
+    f8_leads_tied[1].fid_low = [200.0, 160.0]
+    f8_leads_tied[0].fid_low = [150.0, 50.0]
+    text = describe_study(f8_leads_tied)
+    assert "not separated" in text and "On the means f = 8 leads" in text and "does **not** reach" in text
+    assert "f = 4 seed 1 (FID 188" in text and "seed 0" not in text.split("did not learn where")[1].split("—")[0]
     assert [r["f"] for r in study_summary(f4_ahead)] == [4, 8]
     noise = [_result(4, 0, (520, 470), rfid=20), _result(8, 0, (525, 515), rfid=50)]
     text = describe_study(noise)

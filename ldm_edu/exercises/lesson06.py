@@ -104,8 +104,9 @@ def check_log_snr(fn) -> bool:
 
 # ----------------------------------------------------------------------------- 4. the guided LDM sampler
 def solution_guided_sample(ldm, z_T: torch.Tensor, y: torch.Tensor, w: float, steps: int) -> torch.Tensor:
-    """DDIM (η = 0) with classifier-free guidance on scaled latents, then decode (Rombach et al. 2022
-    §3.3; Ho & Salimans 2022; Song et al. 2021). ``ldm`` has .unet, .schedule, .autoencoder, .scale_factor."""
+    """DDIM (η = 0) with classifier-free guidance on scaled latents, x̂₀ clipped to ±``ldm.clip_x0``,
+    then decode (Rombach et al. 2022 §3.2–3.3; Ho & Salimans 2022; Song et al. 2021). ``ldm`` has
+    .unet, .schedule, .autoencoder, .scale_factor, .clip_x0, .latent_shape."""
     ts = ldm.schedule.timesteps(steps).tolist()
     null = torch.full_like(y, ldm.unet.num_classes)
     z = z_T
@@ -114,7 +115,7 @@ def solution_guided_sample(ldm, z_T: torch.Tensor, y: torch.Tensor, w: float, st
         tt = torch.full((len(z),), t)
         eps_c, eps_u = ldm.unet(z, tt, y), ldm.unet(z, tt, null)          # 1. conditional and null-label ε̂
         eps = eps_u + w * (eps_c - eps_u)                                  # 2. guidance
-        z = ddim_step(ldm.schedule, z, eps, t, t_prev)                     # 3. one DDIM step on z·s
+        z = ddim_step(ldm.schedule, z, eps, t, t_prev, clip_x0=ldm.clip_x0)  # 3. one DDIM step on z·s
     x = ldm.autoencoder.decode(z / ldm.scale_factor)                       # 4. undo the scale, decode
     return ((x + 1) / 2).clamp(0, 1)                                       # 5. [−1, 1] → [0, 1]
 
@@ -129,14 +130,16 @@ def _toy_ldm(seed: int = 0):
     unet = UNet(in_ch=2, ch=8, ch_mult=(1, 2), num_classes=10, image_size=8).eval()
     with torch.no_grad():
         unet.conv_out.weight.normal_(0, 0.05)
-    ldm = LatentDiffusion(ae, unet, NoiseSchedule(40, "cosine"), scale_factor=0.37)
+    ldm = LatentDiffusion(ae, unet, NoiseSchedule(40, "cosine"), scale_factor=0.37, clip_x0=1.0)  # the clip binds
     view = SimpleNamespace(unet=unet, schedule=ldm.schedule, autoencoder=ae, scale_factor=ldm.scale_factor,
-                           latent_shape=ldm.latent_shape)
+                           clip_x0=ldm.clip_x0, latent_shape=ldm.latent_shape)
     return ldm, view
 
 
 def check_guided_sample(fn) -> bool:
     """``fn(ldm, z_T, y, w, steps)`` → images in [0, 1] equal to ``LatentDiffusion.sample`` (DDIM, η = 0)."""
+    from ..latent import LatentDiffusion
+
     def check():
         ldm, view = _toy_ldm()
         g = torch.Generator().manual_seed(3)
@@ -149,6 +152,9 @@ def check_guided_sample(fn) -> bool:
                 except AttributeError as e:
                     if "sample" in str(e):
                         return False, "write the loop yourself: ldm.sample is the function you are rebuilding"
+                    if "decode" in str(e):
+                        return False, ("ldm.decode is part of what you are rebuilding: use "
+                                       "ldm.autoencoder.decode(z / ldm.scale_factor), then map [−1, 1] to [0, 1]")
                     raise
                 want = ldm.sample(4, y=y, guidance=w, steps=steps, method="ddim", z_T=z_T)
                 if not isinstance(got, torch.Tensor) or got.shape != want.shape:
@@ -158,6 +164,10 @@ def check_guided_sample(fn) -> bool:
                     return False, f"return images of shape {tuple(want.shape)}, got {shape}{hint}"
                 if torch.allclose(got, want, atol=1e-4):
                     continue
+                unclipped = LatentDiffusion(ldm.autoencoder, ldm.unet, ldm.schedule, ldm.scale_factor, clip_x0=None)
+                if torch.allclose(got, unclipped.sample(4, y=y, guidance=w, steps=steps, method="ddim", z_T=z_T), atol=1e-4):
+                    return False, ("x̂₀ is not clipped: pass clip_x0=ldm.clip_x0 to ddim_step (§4: without it the "
+                                   "first step multiplies ε̂'s error by ≈ 10³)")
                 z = ldm.sample(4, y=y, guidance=w, steps=steps, method="ddim", z_T=z_T, decode=False)
                 if torch.allclose(got, ((ldm.autoencoder.decode(z) + 1) / 2).clamp(0, 1), atol=1e-4):
                     return False, "the UNet works on z·s; divide by ldm.scale_factor before decoding"

@@ -167,6 +167,17 @@ def time_to_quality(curve: Curve, target: float) -> float | None:
     return None
 
 
+def time_to_quality_interval(curve: Curve, target: float) -> tuple:
+    """(earliest, point, latest) seconds at which the curve reaches FID ≤ ``target``: the crossings of
+    its band's lower edge, of the FID itself and of its upper edge (``time_to_quality`` of each). The
+    earliest is when the 95 % interval first admits the target, the latest when it is surely below it;
+    None where that edge never gets there. Two runs are ranked only when one's latest is before the
+    other's earliest."""
+    edge = lambda v: Curve(curve.steps, curve.seconds, list(v), list(v), list(v))
+    return (time_to_quality(edge(curve.low), target), time_to_quality(curve, target),
+            time_to_quality(edge(curve.high), target))
+
+
 def reached_at_first(curve: Curve, target: float) -> bool:
     """True when the curve's first evaluation is already at FID ≤ ``target``: the crossing happened
     somewhere before it, and ``time_to_quality`` is an upper bound."""
@@ -400,6 +411,11 @@ def describe_study(results: list, small: int = 4, large: int = 8, learned_factor
     if unlearned:
         text.append(f"f = {', '.join(map(str, unlearned))} did not learn to sample (best FID more than "
                     f"{learned_factor:g}× its rFID).")
+    stuck = [r for r in results if r.f not in unlearned and min(r.fid_low) > learned_factor * r.rfid]
+    if stuck:
+        text.append("Some seeds did not learn where others did: " + ", ".join(
+            f"f = {r.f} seed {r.seed} (FID {r.fid[-1]:.0f}, more than {learned_factor:g}× its rFID {r.rfid:.0f})"
+            for r in stuck) + " — the spread between seeds is part of what this budget measures.")
     best, runner = rows[0], rows[1] if len(rows) > 1 else None
     pair_is_the_question = runner is not None and {best["f"], runner["f"]} == {small, large}
     if runner is not None and not pair_is_the_question:
@@ -429,6 +445,13 @@ def describe_study(results: list, small: int = 4, large: int = 8, learned_factor
             a, b = (s, l) if s["mean"] <= l["mean"] else (l, s)
             text.append(f"f = {small} and f = {large} are **not separated** at this budget: "
                         f"{_why_not_separated(a, b)} — so this run cannot tell which is ahead.{trend}")
+            if l["mean"] < s["mean"]:
+                text.append(
+                    f"On the means f = {large} leads: its samples ({l['mean']:.0f}) are "
+                    f"{_relation(l['mean'], l['rfid'])} (rFID {l['rfid']:.0f}), while f = {small} "
+                    f"({s['mean']:.0f}) is {s['mean'] / s['rfid']:.0f}× above its own (rFID {s['rfid']:.0f}) — only "
+                    f"f = {small} has much room left. This budget does **not** reach the regime where f = {small} "
+                    "could pass f = {large}; the `gpu` preset trains long enough to test it.".replace("{large}", str(large)))
     secs = {}
     for r in results:
         secs.setdefault(r.f, []).append(r.seconds[-1])
@@ -489,5 +512,6 @@ def workload(preset) -> list[tuple]:
 
 
 __all__ = ["train_first_stage", "latent_unet", "fid_eval_fn", "train_latent_ddpm", "Curve",
-           "eval_curve", "recost_curve", "learned_to_sample", "time_to_quality", "reached_at_first", "value_at", "time_per_step", "StudyResult", "study_step_counts",
+           "eval_curve", "recost_curve", "learned_to_sample", "time_to_quality", "time_to_quality_interval",
+           "reached_at_first", "value_at", "time_per_step", "StudyResult", "study_step_counts",
            "study_unet", "study_batch_sizes", "unet_step_flops", "compression_study", "study_summary", "describe_study", "workload"]
