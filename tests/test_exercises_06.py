@@ -1,32 +1,32 @@
 """Lesson 06 exercises: the mistake catalogue (WRONG: checker, wrong answer, the hint it must print),
 run by tests/test_exercises.py."""
+from types import SimpleNamespace
+
 import torch
 
-from ldm_edu.diffusion import ddim_step
 from ldm_edu.exercises import lesson06 as L6
 
 
-def _guided(w_map=lambda w: w, unscale=lambda z, s: z / s, to_unit=True, decode=True, use_library=False, clip=True,
-            decode_method=False):
-    """The reference loop with one thing changed."""
+def _guided(w_map=lambda w: w, scale=lambda s: s, clip=True, stage=None):
+    """The reference solution with one thing changed: the guidance weight (``w_map``), the scale it
+    divides by (``scale``), no clip, or what it returns (``stage``: "latent" = the scaled latent before
+    decoding, "raw" = the decoder's [−1, 1] output)."""
     def fn(ldm, z_T, y, w, steps):
-        if use_library:
-            return ldm.sample(len(z_T), y=y, guidance=w, steps=steps, z_T=z_T)
-        ts = ldm.schedule.timesteps(steps).tolist()
-        null = torch.full_like(y, ldm.unet.num_classes)
-        z = z_T
-        for k, t in enumerate(ts):
-            t_prev = ts[k + 1] if k + 1 < len(ts) else -1
-            tt = torch.full((len(z),), t)
-            eps_c, eps_u = ldm.unet(z, tt, y), ldm.unet(z, tt, null)
-            z = ddim_step(ldm.schedule, z, eps_u + w_map(w) * (eps_c - eps_u), t, t_prev,
-                          clip_x0=ldm.clip_x0 if clip else None)
-        if not decode:
-            return z
-        if decode_method:
-            return ldm.decode(z)
-        x = ldm.autoencoder.decode(unscale(z, ldm.scale_factor))
-        return ((x + 1) / 2).clamp(0, 1) if to_unit else x
+        seen = {}
+
+        class Capture:                                        # the decoder, recording what it is given
+            def decode(self, z):
+                seen["z"] = z
+                return ldm.autoencoder.decode(z)
+        view = SimpleNamespace(**vars(ldm))
+        view.scale_factor, view.clip_x0 = scale(ldm.scale_factor), ldm.clip_x0 if clip else None
+        view.autoencoder = Capture()
+        out = L6.solution_guided_sample(view, z_T, y, w_map(w), steps)
+        if stage == "latent":
+            return seen["z"] * view.scale_factor
+        if stage == "raw":
+            return ldm.autoencoder.decode(seen["z"])
+        return out
     return fn
 
 
@@ -43,13 +43,14 @@ WRONG = [
     (L6.check_log_snr, lambda ab, s: torch.log(ab / (1 - ab)), "changes the signal"),
     (L6.check_log_snr, lambda ab, s: torch.log(s ** 2 * ab.sqrt() / (1 - ab).sqrt()), "variances"),
     (L6.check_log_snr, lambda ab, s: torch.log(s ** 2 * ab / (1 - ab))[:-1], "one value per timestep"),
-    (L6.check_guided_sample, _guided(unscale=lambda z, s: z), "divide by ldm.scale_factor"),
-    (L6.check_guided_sample, _guided(unscale=lambda z, s: z * s), "DIVIDING"),
-    (L6.check_guided_sample, _guided(to_unit=False), "map it to [0, 1]"),
+    (L6.check_guided_sample, _guided(scale=lambda s: 1.0), "divide by ldm.scale_factor"),
+    (L6.check_guided_sample, _guided(scale=lambda s: 1 / s), "DIVIDING"),
+    (L6.check_guided_sample, _guided(stage="raw"), "map it to [0, 1]"),
     (L6.check_guided_sample, _guided(w_map=lambda w: 1.0), "must change"),
     (L6.check_guided_sample, _guided(w_map=lambda w: 1 - w), "not the reverse"),
-    (L6.check_guided_sample, _guided(decode=False), "that is a latent"),
-    (L6.check_guided_sample, _guided(use_library=True), "write the loop yourself"),
+    (L6.check_guided_sample, _guided(stage="latent"), "that is a latent"),
+    (L6.check_guided_sample, lambda ldm, z_T, y, w, steps: ldm.sample(len(z_T), y=y, guidance=w, steps=steps, z_T=z_T),
+     "write the loop yourself"),
     (L6.check_guided_sample, _guided(clip=False), "clip_x0=ldm.clip_x0"),
-    (L6.check_guided_sample, _guided(decode_method=True), "ldm.autoencoder.decode"),
+    (L6.check_guided_sample, lambda ldm, z_T, y, w, steps: ldm.decode(z_T), "ldm.autoencoder.decode"),
 ]
