@@ -17,7 +17,8 @@ GroupNorm's own affine parameters and optionally a 3 × 3 conv on z_q; we follow
 
 ``MoVQFirstStage(norm="spatial")`` is a VQ first stage (encoder → lesson-03 quantiser → decoder)
 whose decoder uses SpatialNorm everywhere; ``norm="group"`` is the very same network with plain
-GroupNorm, the baseline. Both offer what ``LatentDiffusion`` needs (``f``, ``latent_ch``,
+GroupNorm, the baseline: built from the same seed, the two share every weight they have in common
+(``shared_parameters`` lists them), because building a SpatialNorm draws no random numbers. Both offer what ``LatentDiffusion`` needs (``f``, ``latent_ch``,
 ``latent_shape``, ``encode``, ``decode``); like lesson 06's VQ first stage, the quantiser sits
 inside ``decode``, so the diffusion model works on the continuous encoder output.
 """
@@ -45,8 +46,12 @@ class SpatialNorm(nn.Module):
         super().__init__()
         groups = group_norm(channels).num_groups
         self.norm = nn.GroupNorm(groups, channels, affine=False)
-        self.gamma = nn.Conv2d(zq_channels, channels, 1)      # φ_γ
-        self.beta = nn.Conv2d(zq_channels, channels, 1)       # φ_β
+        # φ_γ, φ_β start at constants, so building them must not consume the global RNG: a decoder with
+        # SpatialNorm then gets, from the same seed, the very same weights in every layer it shares with
+        # the GroupNorm decoder (``_GroupNorm`` draws nothing either)
+        with torch.random.fork_rng(devices=[]):
+            self.gamma = nn.Conv2d(zq_channels, channels, 1)  # φ_γ
+            self.beta = nn.Conv2d(zq_channels, channels, 1)   # φ_β
         for conv, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
             nn.init.zeros_(conv.weight)
             nn.init.constant_(conv.bias, bias)
@@ -171,6 +176,12 @@ class MoVQFirstStage(LatentAutoencoder):
                 "x_hat": x_hat}
 
 
+def shared_parameters(a: nn.Module, b: nn.Module) -> list[str]:
+    """Names of the parameters two models have in common (same name and shape)."""
+    pb = dict(b.named_parameters())
+    return [k for k, v in a.named_parameters() if k in pb and pb[k].shape == v.shape]
+
+
 def movq_loss(model: MoVQFirstStage, batch):
     """A loss_fn for fit(): batch = images in [−1, 1] (or (images, labels))."""
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -178,4 +189,5 @@ def movq_loss(model: MoVQFirstStage, batch):
     return out["loss"], {"rec": out["rec"], "vq": out["vq"]}
 
 
-__all__ = ["SpatialNorm", "make_norm", "CondResBlock", "MoVQDecoder", "MoVQFirstStage", "movq_loss", "NORMS"]
+__all__ = ["SpatialNorm", "make_norm", "CondResBlock", "MoVQDecoder", "MoVQFirstStage", "shared_parameters", "movq_loss",
+           "NORMS"]

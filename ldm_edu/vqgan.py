@@ -15,11 +15,13 @@ Losses (Esser et al. 2021 eq. 4–7, in the hinge form of their code):
     L_rec = Σ_pixels |x − x̂| + w_p · P(x, x̂) · (#pixels)              (per image, mean over batch)
     L_GAN = −E[D(x̂)]                                                     (generator side)
     L_D   = ½ (E[max(0, 1 − D(x))] + E[max(0, 1 + D(x̂))])              (discriminator side)
-    L     = L_rec + λ · L_GAN (+ the first stage's KL or VQ term),
-    λ     = ‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_GAN‖ + δ)                     (Esser et al. eq. 7)
+    L     = L_rec + w_d · λ · L_GAN (+ the first stage's KL or VQ term),
+    λ     = ‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_GAN‖ + δ), clamped to [0, 10⁴] (Esser et al. eq. 7; the clamp
+            and δ = 10⁻⁴ are taming-transformers' code, the paper writes δ = 10⁻⁶; w_d = ``disc_weight``,
+            0.5 in LDM's KL-f configs)
 
 where G_L is the weight of the decoder's last layer: λ rescales the adversarial gradient to the
-size of the reconstruction gradient at the output, whatever their raw scales. L_GAN is switched
+size of the reconstruction gradient at the output (w_d times it), whatever their raw scales. L_GAN is switched
 on only after ``disc_start`` steps (the warm-up): a discriminator facing a random decoder wins
 at once and its gradient is noise.
 
@@ -43,7 +45,9 @@ from .nn import check_image_batch
 class RandomFeatureNet(nn.Module):
     """The perceptual network: conv3×3-ReLU stacks at 28², 14² and 7² with frozen random weights.
 
-    ``distance(x, y)`` is LPIPS's formula with uniform layer weights (Zhang et al. 2018 eq. 1):
+    ``distance(x, y)`` is LPIPS's formula (Zhang et al. 2018 eq. 1) with channel weights w_l = 1 (LPIPS
+    learns w_l on human similarity judgements, and Zhang et al. found random-weight networks much
+    weaker perceptual metrics than trained ones — lesson 07 measures whether this one helps):
     per layer l, unit-normalise each position's feature vector over channels, take the squared
     difference, average over positions; sum over layers → one value per image, shape (B,).
     Inputs: images in [−1, 1], (B, 1, 28, 28)."""
@@ -95,8 +99,13 @@ class RandomFeatureNet(nn.Module):
 class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017; the ``NLayerDiscriminator`` of pix2pix and taming-transformers) in
     miniature: conv4×4 stride 2 → LeakyReLU(0.2), then ``n_layers − 1`` conv4×4 stride 2 → BatchNorm
-    → LeakyReLU, one stride-1 block, and a conv to one logit per patch. On 28 × 28 with n_layers = 2:
-    28 → 14 → 7 → 6 → 5, a 5 × 5 map of logits, each seeing a 22 × 22-pixel patch."""
+    → LeakyReLU, one stride-1 block, and a conv to one logit per patch.
+
+    Receptive field of one logit (r ← r + (k − 1)·j, j the product of the strides before the layer):
+    n_layers = 1: 4 → 10 → 16 px, on 28 × 28 a 12 × 12 map of logits (28 → 14 → 13 → 12);
+    n_layers = 2: 4 → 10 → 22 → 34 px — wider than a 28 × 28 digit, so every "patch" sees the whole
+    image (28 → 14 → 7 → 6 → 5); n_layers = 3: 70 px, taming-transformers' classic PatchGAN on 256².
+    ``measured_receptive_field`` measures it from the gradient."""
 
     def __init__(self, ch: int = 32, n_layers: int = 2):
         super().__init__()
@@ -122,6 +131,22 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, 1, name="PatchDiscriminator input")
         return self.net(x)
+
+
+def measured_receptive_field(disc: nn.Module, size: int = 96) -> int:
+    """The receptive field of one logit of ``disc``, measured: the side of the smallest square holding
+    every input pixel that the gradient of the centre logit (on a random ``size`` × ``size`` image, eval
+    mode) reaches. Equal to the layer arithmetic when no weight is exactly zero."""
+    was_training = disc.training
+    disc.eval()
+    x = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = disc(x)
+    h, w = out.shape[-2:]
+    g, = torch.autograd.grad(out[0, 0, h // 2, w // 2], x)
+    disc.train(was_training)
+    rows = g[0, 0].abs().sum(1).nonzero().flatten()
+    cols = g[0, 0].abs().sum(0).nonzero().flatten()
+    return int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
 
 
 # ----------------------------------------------------------------------------- the loss terms
@@ -261,5 +286,5 @@ def vqgan_loss_fn(loss: VQGANLoss, lr: float = 2e-3, betas=(0.5, 0.9)):
     return loss_fn
 
 
-__all__ = ["RandomFeatureNet", "PatchDiscriminator", "hinge_d_loss", "hinge_g_loss", "adaptive_weight",
+__all__ = ["RandomFeatureNet", "PatchDiscriminator", "measured_receptive_field", "hinge_d_loss", "hinge_g_loss", "adaptive_weight",
            "gan_factor", "VQGANLoss", "first_stage_terms", "vqgan_loss_fn"]

@@ -2,8 +2,10 @@
 equal-compute step counts, the paired PSNR difference, IS with an interval, the tables."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ldm_edu.data import mnist_tensors
@@ -19,8 +21,20 @@ def _stage(key, label, family="X"):
     return C.StageRun(key, label, family, ae, History(), steps=10, seconds=1.0)
 
 
-def _eval(psnrs, rfid):
-    return C.StageEval(torch.tensor(psnrs, dtype=torch.float64), rfid, torch.zeros(1, 1, 28, 28))
+def _feats(shift, n=200, seed=0):
+    """Synthetic classifier features: a fixed reference set, shifted by ``shift`` in one feature (so the
+    FID against the reference is shift², exactly, in every paired bootstrap replicate)."""
+    ref = np.random.default_rng(seed).normal(size=(n, 4))
+    out = ref.copy()
+    out[:, 0] += shift
+    return out, ref
+
+
+def _eval(psnrs, rfid, shift=0.5, sharp=None):
+    n = len(psnrs)
+    f, ref = _feats(shift, n)
+    sharp = torch.full((n,), 0.8, dtype=torch.float64) if sharp is None else torch.as_tensor(sharp, dtype=torch.float64)
+    return C.StageEval(torch.tensor(psnrs, dtype=torch.float64), rfid, torch.zeros(1, 1, 28, 28), f, ref, sharp)
 
 
 def test_stage_run_counts_every_parameter():
@@ -39,18 +53,65 @@ def test_paired_psnr_difference_by_hand():
     assert se == pytest.approx((diffs.std() / 3 ** 0.5).item())
 
 
-@pytest.mark.parametrize("new_rfid,word", [(Interval(5, 4, 6), "**reproduced**"),
-                                            (Interval(9, 7, 12), "**not resolved**"),
-                                            (Interval(30, 25, 35), "**not reproduced**")])
-def test_verdict_follows_the_intervals(new_rfid, word):
+def test_edge_strength_and_sharpness_by_hand():
+    """A vertical step edge of height 1: the Sobel G_x is 4 on the two columns beside the step (1 + 2 + 1),
+    G_y is 0 away from the borders, so on an 8 × 8 interior crop the mean magnitude is 4·2·8/64 = 1; a
+    box-blurred copy has weaker edges (ratio < 1) and an image against itself has ratio 1."""
+    x = torch.zeros(1, 1, 12, 12)
+    x[..., 6:] = 1.0
+    g = F.conv2d(x, torch.stack([C._SOBEL, C._SOBEL.t()]).unsqueeze(1), padding=1)
+    mag = g.pow(2).sum(1).sqrt()[0, 2:10, 2:10]
+    assert mag.mean().item() == pytest.approx(1.0)
+    digits, _ = mnist_tensors("test", limit=20)
+    blurred = F.avg_pool2d(F.pad(digits, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert torch.allclose(C.sharpness_ratio(digits, digits), torch.ones(20))
+    assert (C.sharpness_ratio(blurred, digits) < 0.95).all()
+    assert C.edge_strength(digits).shape == (20,)
+
+
+def test_paired_rfid_difference_uses_the_stored_features():
+    a, b = _eval([20.0] * 200, Interval(1, 0, 2), shift=1.0), _eval([20.0] * 200, Interval(1, 0, 2), shift=0.3)
+    iv = C.paired_rfid_difference(a, b, n_boot=20)
+    assert iv.value == pytest.approx(0.09 - 1.0, abs=1e-6) and iv.high < 0
+
+
+@pytest.mark.parametrize("shifts,word", [((1.0, 0.3), "**reproduced**"),
+                                         ((0.5, 0.5), "**not resolved**"),
+                                         ((0.3, 1.0), "**not reproduced**")])
+def test_verdict_follows_the_paired_rfid_difference(shifts, word):
+    """The rFID verdict rests on the paired ΔrFID interval (not on the two stored intervals, which are
+    made to overlap here in every case)."""
     base, new = _stage("a", "plain"), _stage("b", "residual", "DC-AE f=16")
-    eb = _eval([20.0 + 0.1 * i for i in range(50)], Interval(10, 8, 12))
-    en = _eval([20.0 + 0.1 * i + 1.0 for i in range(50)], new_rfid)
-    text = C.describe_pair(base, new, eb, en, None, None, "the claim", "higher")
-    assert word in text and "the claim" in text
-    assert "1.00 dB higher" in text
-    others = {"**reproduced**", "**not resolved**", "**not reproduced**"} - {word}
-    assert not any(o in text for o in others)
+    eb = _eval([20.0 + 0.1 * (i % 50) for i in range(200)], Interval(10, 5, 15), shifts[0])
+    en = _eval([20.0 + 0.1 * (i % 50) + 1.0 for i in range(200)], Interval(10, 5, 15), shifts[1])
+    text = C.describe_pair(base, new, eb, en, None, None, "the claim", "higher", why_not="WHY.")
+    assert f"on rFID: {word}" in text and "the claim" in text
+    assert "on PSNR: **reproduced**" in text and "higher (+1.00" in text
+    assert ("WHY." in text) == (word != "**reproduced**")
+    assert C.ONE_RUN in text
+
+
+def _recipe_text(psnr_delta, shifts, sharp_delta):
+    base, new = _stage("a", "L2"), _stage("b", "recipe", "VQGAN recipe")
+    p = [25.0 + 0.2 * (i % 7) for i in range(200)]
+    s0 = [0.8 + 0.01 * (i % 5) for i in range(200)]
+    eb = _eval(p, Interval(10, 5, 15), shifts[0], s0)
+    en = _eval([v + psnr_delta for v in p], Interval(10, 5, 15), shifts[1], [v + sharp_delta for v in s0])
+    return C.describe_pair(base, new, eb, en, None, None, "the recipe claim", "lower", why_not="WHY.")
+
+
+def test_recipe_text_says_what_the_psnr_cost_bought():
+    """Finding 1: 'the expected price of sharper reconstructions' only when rFID fell AND edges got stronger."""
+    t = _recipe_text(-1.0, (1.0, 0.3), 0.1)
+    assert "**reproduced** on rFID" in t and "expected price of sharper" in t and "edge strength" in t
+    t = _recipe_text(-1.0, (1.0, 0.3), 0.0)
+    assert "**reproduced** on rFID" in t and "not a measured sharpening" in t and "expected price" not in t
+    t = _recipe_text(-1.0, (0.5, 0.5), 0.0)
+    assert "**not resolved** on rFID" in t and "buys nothing measurable" in t and "sharper" not in t and "WHY." in t
+    t = _recipe_text(-1.0, (0.3, 1.0), 0.1)
+    assert "**not reproduced** on rFID" in t and "stronger edges, which the classifier" in t
+    t = _recipe_text(1.0, (1.0, 0.3), 0.0)
+    assert "PSNR did not even pay for it" in t
 
 
 def test_psnr_within_noise_is_called_unchanged():
@@ -59,7 +120,30 @@ def test_psnr_within_noise_is_called_unchanged():
     p = (20 + torch.randn(200, generator=g)).tolist()
     q = [v + 0.001 * ((-1) ** i) for i, v in enumerate(p)]
     text = C.describe_pair(base, new, _eval(p, Interval(5, 4, 6)), _eval(q, Interval(5, 4, 6)), None, None, "c")
-    assert "unchanged within noise" in text
+    assert "unchanged within noise" in text and "on PSNR: **not resolved**" in text
+
+
+def test_short_verdict_and_latent_size_text():
+    eb, en = _eval([20.0] * 200, Interval(1, 0, 2), shift=1.0), _eval([21.0] * 200, Interval(1, 0, 2), shift=0.3)
+    assert "**reproduced**" in C.short_verdict(eb, en) and "+1.00" in C.short_verdict(eb, en)
+    same = {"a": _stage("a", "A"), "b": _stage("b", "B")}
+    assert "64 numbers per image" in C.latent_size_text(same)
+    other = dict(same, c=C.StageRun("c", "C", "X", DCAutoencoder(f=8, latent_ch=8, ch=8, max_ch=16), History(), 1, 1.0))
+    assert "different numbers per image" in C.latent_size_text(other)
+
+
+def test_ldm_budget_text_names_what_was_equal():
+    stages = {"a": _stage("a", "A"), "b": C.StageRun("b", "B", "X", DCAutoencoder(f=8, latent_ch=4, ch=8, max_ch=16),
+                                                      History(), 1, 1.0)}
+
+    def run(steps, flops):
+        return C.LDMRun(None, History(), steps, flops, 1.0, batch_size=64)
+    capped = C.ldm_budget_text(stages, {"a": run(1000, 1e8), "b": run(1000, 4e8)}, cap=1000)
+    assert "same number of steps" in capped and "not the same compute" in capped and "cap bit" in capped
+    equal = C.ldm_budget_text(stages, {"a": run(4000, 1e8), "b": run(1000, 4e8)}, cap=5000)
+    assert "same compute" in equal and "400 GFLOP" in equal
+    mixed = C.ldm_budget_text(stages, {"a": run(1000, 1e8), "b": run(500, 4e8)}, cap=1000)
+    assert "these budgets" in mixed
 
 
 def test_ldm_steps_equal_compute_with_cap():
@@ -86,11 +170,14 @@ def test_tables_render():
     s = _stage("dc-f16-res", "DC-AE (residual)", "DC-AE f=16")
     e = _eval([20.0, 21.0], Interval(3.0, 2.0, 4.5))
     md = C.results_table({"dc-f16-res": s}, {"dc-f16-res": e}, {})
-    assert md.count("\n") == 2 and "3.0 [2.0, 4.5]" in md and "16×2×2" in md and "– | – | –" in md
-    row = C.CourseRow("m", "07", 10, 5.0, 2.0, 100, {"fid": Interval(1, 0, 2)}, Interval(9, 8.5, 9.5), source="s")
+    assert md.count("\n") == 2 and "3.0 [2.0, 4.5]" in md and "| 16×2×2 | 64 |" in md and "– | – | –" in md
+    row = C.CourseRow("m", "07", 10, 5.0, 2.0, 100, {"fid": Interval(1, 0, 2), "real_fid": Interval(0.5, 0, 1)},
+                      Interval(9, 8.5, 9.5), source="s", sampler="DDIM, 4 steps", train_images="1,000")
     assert row.seconds_per_1000 == pytest.approx(20.0)
     md = C.course_table_markdown([row])
-    assert "| m | 07 | 10 | 5 | 20 | 1.0 [0.0, 2.0] | 9.0 [8.5, 9.5] | – | s |" in md
+    assert "| m | 07 | DDIM, 4 steps | 1,000 | 10 | 5 | 20 | 1.0 [0.0, 2.0] | 9.0 [8.5, 9.5] | – | s |" in md
+    cap = C.course_table_caption([row])
+    assert "100 samples per row" in cap and "0.5 [0.0, 1.0]" in cap and "descriptive" in cap
 
 
 def test_table_row_samples_and_measures():
@@ -160,3 +247,28 @@ def test_latent_sampler_clips_the_latent_x0_to_the_training_range():
     ae.decode = spy
     imgs = run.ldm.sampler(steps=10)(4, torch.arange(4), torch.Generator().manual_seed(0))
     assert imgs.shape == (4, 1, 28, 28) and captured["z"].abs().max() <= 3.0 + 1e-5
+
+
+def test_movq_arms_share_every_common_weight():
+    """Finding 10: from the same seed the GroupNorm and the SCN first stage get identical weights in every
+    parameter they share (SpatialNorm draws no random numbers), and those are all but the norms' own."""
+    from ldm_edu.movq import MoVQFirstStage, shared_parameters
+    torch.manual_seed(3)
+    a = MoVQFirstStage(f=8, latent_ch=4, ch=8, codebook_size=16, norm="group")
+    torch.manual_seed(3)
+    b = MoVQFirstStage(f=8, latent_ch=4, ch=8, codebook_size=16, norm="spatial")
+    common = shared_parameters(a, b)
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert all(torch.equal(pa[k], pb[k]) for k in common)
+    assert set(pa) - set(common) == {k for k in pa if ".norm" in k and k.split(".")[-2] == "norm"}
+    assert any(k.startswith("decoder.conv_out") for k in common) and any(k.startswith("encoder") for k in common)
+    qa, qb = a.quantizer.state_dict(), b.quantizer.state_dict()           # the codebook (EMA buffers) too
+    assert qa and all(torch.equal(v, qb[k]) for k, v in qa.items())
+
+
+@pytest.mark.parametrize("n_layers,rf", [(1, 16), (2, 34), (3, 70)])
+def test_patch_discriminator_receptive_field_is_measured(n_layers, rf):
+    """Finding 14: the docstring's arithmetic (16, 34, 70 px) against the gradient support of one logit."""
+    from ldm_edu.vqgan import PatchDiscriminator, measured_receptive_field
+    torch.manual_seed(0)
+    assert measured_receptive_field(PatchDiscriminator(ch=4, n_layers=n_layers), size=160) == rf

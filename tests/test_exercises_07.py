@@ -1,84 +1,77 @@
 """Lesson 07 exercise checkers: accept the reference solutions, reject the plausible mistakes."""
-import torch
-import torch.nn.functional as F
-
 from ldm_edu.exercises import lesson07 as ex
 
 
-def test_adaptive_weight_checker(capsys):
-    assert ex.check_adaptive_weight(ex.solution_adaptive_weight)
+def test_solutions_agree_with_the_networks():
+    """The reference answers are checked against the real networks, not only by the checkers."""
+    from ldm_edu.vqgan import PatchDiscriminator, measured_receptive_field
+    assert [ex.solution_patch_receptive_field(n) for n in (1, 2, 3)] == [16, 34, 70]
+    assert measured_receptive_field(PatchDiscriminator(ch=2, n_layers=2), size=96) == 34
+    assert ex.solution_scn_extra_parameters(8, 4, 16) == ex._true_extra(8, 4, 16)
 
-    def undetached(rec, gan, w, delta=1e-4):
-        g1 = torch.autograd.grad(rec, w, retain_graph=True, create_graph=True)[0]
-        g2 = torch.autograd.grad(gan, w, retain_graph=True, create_graph=True)[0]
-        return g1.norm() / (g2.norm() + delta)
 
-    def inverted(rec, gan, w, delta=1e-4):
-        return ex.solution_adaptive_weight(gan, rec, w, delta)
+def test_patch_receptive_field_checker(capsys):
+    assert ex.check_patch_receptive_field(ex.solution_patch_receptive_field)
 
-    def sums(rec, gan, w, delta=1e-4):
-        g1 = torch.autograd.grad(rec, w, retain_graph=True)[0]
-        g2 = torch.autograd.grad(gan, w, retain_graph=True)[0]
-        return (g1.sum() / (g2.sum() + delta)).abs().detach()
+    def no_strides(n):                      # 3 px per layer
+        return 1 + 3 * (n + 2)
 
-    def values(rec, gan, w, delta=1e-4):
-        return (rec / (gan.abs() + delta)).detach()
+    def no_logit_conv(n):                   # the arithmetic without the last conv (the old docstring's 22 at n = 2)
+        return ex.solution_patch_receptive_field(n) - 3 * 2 ** n
 
-    def unimplemented(rec, gan, w, delta=1e-4):
-        raise NotImplementedError
+    def k_times_j(n):
+        return 1 + 4 * (2 ** (n + 1) - 1 + 2 ** n)
 
-    for wrong, hint in ((undetached, "detach"), (inverted, "inverted"), (sums, "norms"), (values, "loss values"),
-                        (unimplemented, "NotImplementedError")):
+    def output_size(n):                     # the logit map's size on 28 × 28 instead of the field
+        return {1: 12, 2: 5, 3: 2}[n]
+
+    for wrong, hint in ((no_strides, "(k − 1)·j"), (no_logit_conv, "last conv"), (k_times_j, "not k·j"),
+                        (output_size, "r += 3·j")):
         capsys.readouterr()
-        assert not ex.check_adaptive_weight(wrong), wrong.__name__
+        assert not ex.check_patch_receptive_field(wrong), wrong.__name__
         assert hint in capsys.readouterr().out, wrong.__name__
 
 
-def test_space_to_channel_checker(capsys):
-    assert ex.check_space_to_channel(ex.solution_space_to_channel)
+def test_adaptive_weight_closed_form_checker(capsys):
+    assert ex.check_adaptive_weight_closed_form(ex.solution_adaptive_weight_closed_form)
 
-    def halves(x, out_ch):
-        u = F.pixel_unshuffle(x, 2)
-        return u.view(u.shape[0], u.shape[1] // out_ch, out_ch, *u.shape[-2:]).mean(1)
+    def inverted(r, h, a, w_d, delta):
+        return w_d * float(a.norm() * h.norm() / (r.norm() * h.norm() + delta))
 
-    def reshaped(x, out_ch):
-        b, c, h, w = x.shape
-        u = x.reshape(b, 4 * c, h // 2, w // 2)
-        return u.view(b, out_ch, 4 * c // out_ch, h // 2, w // 2).mean(2)
+    def no_wd(r, h, a, w_d, delta):
+        return ex.solution_adaptive_weight_closed_form(r, h, a, 1.0, delta)
 
-    def pooled(x, out_ch):
-        return F.avg_pool2d(x, 2)
+    def h_cancelled(r, h, a, w_d, delta):
+        return w_d * float(r.norm() / (a.norm() + delta))
 
-    for wrong, hint in ((halves, "consecutive"), (reshaped, "pixel_unshuffle"), (pooled, "average pooling")):
+    def with_autograd_on_a_wrong_layer(r, h, a, w_d, delta):     # any other number
+        return 1.0
+
+    for wrong, hint in ((inverted, "inverted"), (no_wd, "disc_weight"), (h_cancelled, "‖h‖ cancels only without δ"),
+                        (with_autograd_on_a_wrong_layer, "outer products")):
         capsys.readouterr()
-        assert not ex.check_space_to_channel(wrong), wrong.__name__
+        assert not ex.check_adaptive_weight_closed_form(wrong), wrong.__name__
         assert hint in capsys.readouterr().out, wrong.__name__
 
 
-def test_spatial_norm_checker(capsys):
-    assert ex.check_spatial_norm(ex.solution_spatial_norm)
+def test_scn_extra_parameters_checker(capsys):
+    assert ex.check_scn_extra_parameters(ex.solution_scn_extra_parameters)
+    norms = ex._decoder_norm_channels
 
-    def up(zq, f, mode="nearest"):
-        return F.interpolate(zq, size=f.shape[-2:], mode=mode)
+    def with_affine(f, c, ch):              # forgot that SCN drops GroupNorm's own γ, β
+        return ex.solution_scn_extra_parameters(f, c, ch) + 2 * sum(norms(f, ch))
 
-    def layer_norm(f, zq, g, b, groups):
-        return g(up(zq, f)) * F.group_norm(f, 1) + b(up(zq, f))
+    def one_conv(f, c, ch):
+        return ex.solution_scn_extra_parameters(f, c, ch) // 2
 
-    def swapped(f, zq, g, b, groups):
-        return b(up(zq, f)) * F.group_norm(f, groups) + g(up(zq, f))
+    def no_norm_out(f, c, ch):
+        return ex.solution_scn_extra_parameters(f, c, ch) - 2 * c * norms(f, ch)[-1]
 
-    def added(f, zq, g, b, groups):
-        return g(up(zq, f)) + F.group_norm(f, groups) + b(up(zq, f))
+    def encoder_too(f, c, ch):
+        return 3 * ex.solution_scn_extra_parameters(f, c, ch)
 
-    def bilinear(f, zq, g, b, groups):
-        z = up(zq, f, "bilinear")
-        return g(z) * F.group_norm(f, groups) + b(z)
-
-    def unnormalised(f, zq, g, b, groups):
-        return g(up(zq, f)) * f + b(up(zq, f))
-
-    for wrong, hint in ((layer_norm, "per group"), (swapped, "swapped"), (added, "multiplies"),
-                        (bilinear, "nearest"), (unnormalised, "normalise F")):
+    for wrong, hint in ((with_affine, "affine"), (one_conv, "two modulation convs"), (no_norm_out, "every norm"),
+                        (encoder_too, "2·latent_ch·C")):
         capsys.readouterr()
-        assert not ex.check_spatial_norm(wrong), wrong.__name__
+        assert not ex.check_scn_extra_parameters(wrong), wrong.__name__
         assert hint in capsys.readouterr().out, wrong.__name__
