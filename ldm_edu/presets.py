@@ -219,7 +219,7 @@ class CompressionConfig:
     unet_ch: int = 16
     unet_ch_mult: tuple = (1, 2)
     ldm_gflop: float = 380.0       # ≈ 1 000 steps of the 4×4×4 latent's UNet at batch 64; the smaller
-    ldm_max_steps: int = 1000      # latents hit this cap: equal steps then, not equal compute (the lesson says which)
+    ldm_max_steps: int = 850       # latents hit this cap: equal steps then, not equal compute (the lesson says which)
     sample_method: str = "ddpm"    # strided ancestral, x̂₀ clipped: the course's best 20-step sampler (lessons 04–06)
     sample_steps: int = 20
     n_fid: int = 1000

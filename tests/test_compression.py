@@ -272,3 +272,13 @@ def test_patch_discriminator_receptive_field_is_measured(n_layers, rf):
     from ldm_edu.vqgan import PatchDiscriminator, measured_receptive_field
     torch.manual_seed(0)
     assert measured_receptive_field(PatchDiscriminator(ch=4, n_layers=n_layers), size=160) == rf
+
+
+def test_collapse_ratio_tells_a_mean_image_from_a_working_autoencoder():
+    g = torch.Generator().manual_seed(0)
+    orig = torch.rand(50, 1, 28, 28, generator=g)
+    ok = C.StageEval(torch.zeros(50), None, orig + 0.01 * torch.randn(50, 1, 28, 28, generator=g), originals=orig)
+    mean_image = C.StageEval(torch.zeros(50), None, orig.mean(0, keepdim=True).expand(50, -1, -1, -1), originals=orig)
+    assert C.collapse_ratio(ok) == pytest.approx(1.0, abs=0.05)
+    assert C.collapse_ratio(mean_image) < 1e-6
+    assert C.collapse_ratio(C.StageEval(torch.zeros(1), None, orig)) is None      # no originals: no verdict

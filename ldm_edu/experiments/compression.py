@@ -145,6 +145,7 @@ class StageEval:
     features: object = None          # ClassifierOutputs of the reconstructions
     ref_features: object = None      # … of the originals (the same for every stage on the same images)
     sharpness_per_image: torch.Tensor | None = None
+    originals: torch.Tensor | None = None     # the test images in [0, 1] (for ``collapse_ratio``)
 
     @property
     def psnr(self) -> float:
@@ -193,7 +194,7 @@ def evaluate_stage(ae: nn.Module, x_test: torch.Tensor, n_boot: int = 100, seed:
     orig = ((x_test + 1) / 2).clamp(0, 1).cpu()
     fr, fo = classifier_outputs(rec), classifier_outputs(orig)
     return StageEval(psnr(orig, rec), fid_interval(fr, fo, n_boot=n_boot, seed=seed), rec, fr, fo,
-                     sharpness_ratio(rec, orig))
+                     sharpness_ratio(rec, orig), orig)
 
 
 def paired_psnr_difference(a: StageEval, b: StageEval) -> tuple[float, float]:
@@ -422,9 +423,23 @@ ONE_RUN = ("One training run per arm: the intervals cover the choice of test ima
            "randomness (a second seed could move each arm).")
 
 
+def _numbers(stage: StageRun) -> int:
+    c, h, w = stage.latent_shape
+    return c * h * w
+
+
+def collapse_ratio(ev: StageEval) -> float | None:
+    """How much the reconstructions vary across test images, relative to the originals: the mean over
+    pixels of their std across images, divided by the same for the originals (≈ 1 for a working
+    autoencoder, ≈ 0 for one that outputs the mean image)."""
+    if ev.recon is None or ev.originals is None:
+        return None
+    return float(ev.recon.std(0).mean() / ev.originals.std(0).mean().clamp_min(1e-8))
+
+
 def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, lb: LDMRun | None,
                   ln: LDMRun | None, claim: str, expect_psnr: str = "higher", why_not: str = "",
-                  seed: int = 0) -> str:
+                  seed: int = 0, reference: tuple | None = None) -> str:
     """One paragraph, worded from the data, for any outcome.
 
     Measured new − base on the same test images: PSNR (paired ± 2 s.e.), rFID (paired bootstrap of
@@ -433,7 +448,9 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
     with ``expect_psnr="higher"`` the claim is about reconstructions in general and gets a PSNR verdict
     too; with ``expect_psnr="lower"`` a PSNR loss is the recipe's expected price, and the text says
     whether it bought anything (lower rFID, stronger edges). ``why_not``: a sentence added when the rFID
-    claim is not reproduced or not resolved (e.g. how long the new term acted)."""
+    claim is not reproduced or not resolved (e.g. how long the new term acted). ``reference``: (StageRun,
+    StageEval) of a stage that keeps as many numbers per image, to put a relative win in absolute terms.
+    A stage whose reconstructions barely vary across images (``collapse_ratio`` < 0.3) is named."""
     v = pair_verdict(eb, en, seed)
     psnr_word = {"higher": "higher", "lower": "lower", "same": "unchanged within noise"}[v.psnr_dir]
     psnr_txt = (f"PSNR {eb.psnr:.2f} → {en.psnr:.2f} dB, {psnr_word} ({v.d_psnr:+.2f} ± {2 * v.se_psnr:.2f} dB, "
@@ -451,6 +468,14 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
         what = {"lower": "improves", "higher": "gets worse", "same": "is not separated"}[l]
         parts.append(f"The downstream LDM (same UNet, {ln.steps:,} steps each, {ln.sampler}) {what}: FID "
                      f"{lb.fid} → {ln.fid}, ΔFID {dl} (bootstrap, shared test reference).")
+        if v.rfid_dir != "same" and l != "same" and l != v.rfid_dir:
+            limited = ln.fid.low > en.rfid.high and lb.fid.low > eb.rfid.high
+            parts.append(f"Reconstructions and samples disagree: the {'better' if v.rfid_dir == 'lower' else 'worse'} "
+                         f"decoder gave the {'worse' if v.rfid_dir == 'lower' else 'better'} LDM. " +
+                         (f"Both LDMs' FIDs lie far above their first stages' rFIDs ({lb.fid.value:.0f} and "
+                          f"{ln.fid.value:.0f} against {eb.rfid.value:.0f} and {en.rfid.value:.0f}): at this budget "
+                          "the second stage, not the decoder, limits the samples." if limited else
+                          "With one run per arm this is unexplained."))
     w = _WORD[v.rfid_dir]
     if expect_psnr == "higher":
         pw = {"higher": "reproduced", "lower": "not reproduced", "same": "not resolved"}[v.psnr_dir]
@@ -473,22 +498,46 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
     if v.rfid_dir != "lower" and why_not:
         verdict += " " + why_not
     parts.append(verdict)
+    if reference is not None and v.rfid_dir == "lower":
+        ref_stage, ref_eval = reference
+        parts.append(f"That is relative: in absolute terms {new.label} reconstructs at {en.psnr:.1f} dB and rFID "
+                     f"{en.rfid.value:.0f}, against {ref_eval.psnr:.1f} dB and {ref_eval.rfid.value:.0f} for "
+                     f"{ref_stage.label} (f = {ref_stage.f}) with the same {_numbers(ref_stage)} numbers per image.")
+    for st, ev in ((base, eb), (new, en)):
+        spread = collapse_ratio(ev)
+        if spread is not None and spread < 0.3:
+            parts.append(f"{st.label} outputs nearly the same image for every input (the reconstructions vary "
+                         f"{spread:.0%} as much across test images as the originals): it never left the "
+                         "mean-image plateau.")
     parts.append(ONE_RUN)
     return " ".join(parts)
 
 
-def short_verdict(eb: StageEval, en: StageEval, seed: int = 0) -> str:
-    """The Summary's line for a pair: ΔrFID with its verdict word, and ΔPSNR ± 2 s.e."""
+def short_verdict(eb: StageEval, en: StageEval, seed: int = 0, lb: LDMRun | None = None,
+                  ln: LDMRun | None = None) -> str:
+    """The Summary's line for a pair: ΔrFID with its verdict word, ΔPSNR ± 2 s.e. and, given the two
+    downstream LDMs, their ΔFID with its direction."""
     v = pair_verdict(eb, en, seed)
-    return (f"rFID {eb.rfid.value:.1f} → {en.rfid.value:.1f} (ΔrFID {v.d_rfid}: claim **{_WORD[v.rfid_dir]}** on rFID); "
+    text = (f"rFID {eb.rfid.value:.1f} → {en.rfid.value:.1f} (ΔrFID {v.d_rfid}: claim **{_WORD[v.rfid_dir]}** on rFID); "
             f"PSNR {eb.psnr:.1f} → {en.psnr:.1f} dB ({v.d_psnr:+.2f} ± {2 * v.se_psnr:.2f})")
+    if lb is not None and ln is not None and lb.fid is not None and ln.fid is not None:
+        dl = ldm_fid_difference(lb, ln, seed=seed)
+        what = {"lower": "better", "higher": "worse", "same": "not separated"}[_sign(dl)]
+        text += f"; downstream LDM FID {lb.fid.value:.0f} → {ln.fid.value:.0f} (ΔFID {dl}: {what})"
+    return text
+
+
+def claim_word(eb: StageEval, en: StageEval, seed: int = 0) -> str:
+    """The rFID verdict word of a pair (reproduced / not reproduced / not resolved)."""
+    return _WORD[pair_verdict(eb, en, seed).rfid_dir]
 
 
 __all__ = ["StageRun", "make_vqgan_loss", "train_vqgan_pair", "train_movq_pair", "train_dcae_runs", "StageEval",
            "reconstruct", "edge_strength", "sharpness_ratio", "evaluate_stage", "paired_psnr_difference",
            "paired_sharpness_difference", "paired_rfid_difference", "LDMRun", "second_stage_config", "ldm_steps",
            "train_ldm", "sampler_name", "evaluate_ldm", "ldm_fid_difference", "ldm_budget_text", "results_table",
-           "latent_size_text", "PairVerdict", "pair_verdict", "describe_pair", "short_verdict", "ONE_RUN"]
+           "latent_size_text", "PairVerdict", "pair_verdict", "collapse_ratio", "describe_pair", "short_verdict",
+           "claim_word", "ONE_RUN"]
 
 
 # ----------------------------------------------------------------------------- the course table
