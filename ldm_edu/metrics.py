@@ -295,6 +295,13 @@ def fid_bootstrap(fa: np.ndarray, fb: np.ndarray, n_boot: int = 100, seed: int =
                                        fb[rng.integers(0, len(fb), len(fb))]) for _ in range(n_boot)])
 
 
+def _shifted_percentiles(boot: np.ndarray, value: float, level: float) -> tuple[float, float]:
+    """The (1 ∓ level)/2 percentiles of bootstrap replicates, shifted by the bootstrap's own bias
+    (replicate mean − value): the interval every bootstrap in this module reports."""
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) - (np.mean(boot) - value)
+    return float(low), float(high)
+
+
 def fid_interval(images, reference, n_boot: int = 100, seed: int = 0, level: float = 0.95) -> Interval:
     """FID-MNIST (Heusel et al. 2017, on the shipped classifier's 128-d features) with a bootstrap
     interval over samples.
@@ -331,9 +338,8 @@ def fid_interval(images, reference, n_boot: int = 100, seed: int = 0, level: flo
     # 2. bootstrap replicates over both sets
     boot = fid_bootstrap(fa, fb, n_boot, seed)
     # 3. percentile interval, shifted by the bootstrap bias
-    bias = boot.mean() - value
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) - bias
-    return Interval(float(value), float(low), float(high))
+    low, high = _shifted_percentiles(boot, value, level)
+    return Interval(float(value), low, high)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -480,8 +486,8 @@ def inception_score_interval(probs, n_boot: int = 200, seed: int = 0, level: flo
     value = _inception_score_from_probs(p)
     rng = np.random.default_rng(seed)
     boot = np.array([_inception_score_from_probs(p[rng.integers(0, len(p), len(p))]) for _ in range(n_boot)])
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) - (boot.mean() - value)
-    return Interval(value, float(min(low, value)), float(max(high, value)))
+    low, high = _shifted_percentiles(boot, value, level)
+    return Interval(value, min(low, value), max(high, value))
 
 
 def precision_recall_intervals(gen, real, k: int = 3, n_subsets: int = 30, seed: int = 0,
@@ -548,7 +554,9 @@ _REFERENCE_OUTPUTS: dict = {}
 _REAL_REPORT: dict = {}
 
 
-def _reference_outputs(n: int, split: str, seed: int) -> ClassifierOutputs:
+def reference_outputs(n: int, split: str = "test", seed: int = 0) -> ClassifierOutputs:
+    """The classifier's outputs on ``reference_images(n, split, seed)`` (cached): the reference set
+    ``quality_report`` scores samples against, for callers that compare two sample sets on it."""
     key = (int(n), split, int(seed))
     if key not in _REFERENCE_OUTPUTS:
         _REFERENCE_OUTPUTS[key] = classifier_outputs(reference_images(n, split, seed))
@@ -583,10 +591,10 @@ def quality_report(images01: torch.Tensor, n_ref: int | None = None, seed: int =
     if n < 10 or n_ref < 10:
         raise ValueError(f"quality_report needs at least 10 samples and 10 reference images "
                          f"(a few hundred for useful intervals), got {n} and {n_ref}")
-    ref = _reference_outputs(n_ref, "test", seed)
+    ref = reference_outputs(n_ref, "test", seed)
     key = (n, n_ref, int(seed), int(n_boot))
     if key not in _REAL_REPORT:
-        real = _reference_outputs(n, "train", seed)
+        real = reference_outputs(n, "train", seed)
         pr = precision_recall_intervals(real.features, ref.features, seed=seed)
         r_is = inception_score_interval(real, seed=seed)
         _REAL_REPORT[key] = {"real_fid": fid_interval(real, ref, n_boot=n_boot, seed=seed),
@@ -608,12 +616,6 @@ def quality_report(images01: torch.Tensor, n_ref: int | None = None, seed: int =
 
 
 # ----------------------------------------------------------------------------- paired differences
-def reference_outputs(n: int, split: str = "test", seed: int = 0) -> ClassifierOutputs:
-    """The classifier's outputs on ``reference_images(n, split, seed)`` (cached): the reference set
-    ``quality_report`` scores samples against, for callers that compare two sample sets on it."""
-    return _reference_outputs(n, split, seed)
-
-
 def paired_fid_difference(images_a, images_b, reference, n_boot: int = 100, seed: int = 0,
                           level: float = 0.95, paired: bool = True) -> Interval:
     """Δ = FID(b, ref) − FID(a, ref) with a bootstrap interval that keeps what the two FIDs share.
@@ -651,6 +653,5 @@ def paired_fid_difference(images_a, images_b, reference, n_boot: int = 100, seed
             ir = rng.integers(0, len(fr), len(fr))
             ia, ib = (ir, ir) if paired else (rng.integers(0, len(fa), len(fa)), rng.integers(0, len(fb), len(fb)))
             boot.append(_fid_features(fb[ib], fr[ir]) - _fid_features(fa[ia], fr[ir]))
-    boot = np.asarray(boot)
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) - (boot.mean() - value)
-    return Interval(float(value), float(min(low, value)), float(max(high, value)))
+    low, high = _shifted_percentiles(np.asarray(boot), value, level)
+    return Interval(float(value), min(low, value), max(high, value))

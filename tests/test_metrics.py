@@ -111,7 +111,7 @@ def sets():
     x2 = xtr[other[:N]]
     half = xtr[other[ytr[other] < 5][:N]]                          # digits 0-4 only: half the modes
     noise = torch.randn(x2.shape, generator=torch.Generator().manual_seed(2))
-    out = {"ref": M._reference_outputs(N, "test", 0), "real": M._reference_outputs(N, "train", 0)}
+    out = {"ref": M.reference_outputs(N, "test", 0), "real": M.reference_outputs(N, "train", 0)}
     for name, x in [("real2", x2), ("half", half), ("blur07", _blur(x2, 0.7)),
                     ("blur10", _blur(x2, 1.0)), ("noise", (x2 + 0.1 * noise).clamp(0, 1))]:
         out[name] = M.classifier_outputs(x)

@@ -303,9 +303,14 @@ def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float
 def ldm_fid_difference(a: LDMRun, b: LDMRun, seed: int = 0, n_boot: int = 200) -> Interval:
     """FID(b) − FID(a) of two LDMs' samples against the SAME test images (``quality_report``'s reference):
     ``metrics.paired_fid_difference(paired=False)`` — samples resampled independently, the shared
-    reference resampled once per replicate for both."""
-    ref = reference_outputs(len(a.features), "test", seed)
-    return paired_fid_difference(a.features, b.features, ref, n_boot=n_boot, seed=seed, paired=False)
+    reference resampled once per replicate for both. Computed once per pair, seed and n_boot, then
+    reused (the lesson's pair paragraphs and its Summary both quote it)."""
+    cache = b.__dict__.setdefault("_fid_differences", {})
+    key = (id(a), seed, n_boot)
+    if key not in cache:
+        ref = reference_outputs(len(a.features), "test", seed)
+        cache[key] = (a, paired_fid_difference(a.features, b.features, ref, n_boot=n_boot, seed=seed, paired=False))
+    return cache[key][1]                                      # a kept alive, so its id stays unique
 
 
 def ldm_budget_text(stages: dict, ldms: dict, cap: int) -> str:
