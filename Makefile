@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test unit notebooks bench clean strip test-browser browser-deps html html-deps html-check
+.PHONY: lab test unit notebooks bench clean strip test-browser browser-deps html html-deps html-check pretrain
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ html: html-deps
 # open every page of the built site in headless Chromium (images load, no request leaves the machine)
 html-check: browser-deps
 	LDM_EDU_SITE_DIR=build/html $(PY) -m pytest -q -rs tests/test_site.py -p no:cacheprovider
+
+# Rebuild the shipped weights (weights/, docs/MODEL_CARD.md): every lesson, or `make pretrain LESSONS="04 05"`.
+# Runs each lesson in the `pretrained` preset and records every fit(); takes far longer than the `cpu` preset.
+LESSONS ?=
+pretrain: $(STAMP)
+	$(PY) -m ldm_edu.pretrain $(LESSONS)
 
 notebooks: $(STAMP)
 	TQDM_DISABLE=1 LDM_EDU_PRESET=tiny MPLBACKEND=Agg $(PY) -m pytest -q --nbval-lax --nbval-current-env lessons/

@@ -120,6 +120,7 @@ class TensorBatches:
             raise ValueError(f"batch_size {batch_size} is larger than the data set ({n})")
         self.tensors, self.batch_size, self.transform = tensors, batch_size, transform
         self.device = tensors[0].device
+        self.seed = seed                 # part of a run's key in ldm_edu.pretrained
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.epoch, self._order, self._pos = 0, None, n
 

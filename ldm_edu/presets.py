@@ -4,9 +4,11 @@
   cores (lesson 06 ≤ 90 s). Results may look poor.
 - ``cpu``: the default without a GPU. Each lesson ≤ 10 min on a 2-core laptop (lesson 06 ≤ 15).
 - ``gpu``: the default with CUDA. Each lesson ≤ 3 min on one H100 (lesson 06 ≤ 5).
+- ``pretrained``: ``cpu``'s models trained longer, once, by ``python -m ldm_edu.pretrain``; with
+  ``LDM_EDU_PRETRAINED=1`` every fit() loads those shipped weights instead of training.
 
-``get_preset()`` picks one: an explicit name, else ``$LDM_EDU_PRESET``, else "gpu" if CUDA is
-available, else "cpu". Each lesson section is a frozen dataclass; read them as
+``get_preset()`` picks one: an explicit name, else "pretrained" when ``$LDM_EDU_PRETRAINED`` is 1,
+else ``$LDM_EDU_PRESET``, else "gpu" if CUDA is available, else "cpu" (``$LDM_EDU_DEVICE`` moves it). Each lesson section is a frozen dataclass; read them as
 ``preset.ae.steps``, ``preset.vae.latent_dim``, ...
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-NAMES = ("tiny", "cpu", "gpu")
+NAMES = ("tiny", "cpu", "gpu", "pretrained")
 
 
 # ----------------------------------------------------------------------------- lesson 01
@@ -247,6 +249,13 @@ class Preset:
     seed: int = 0
 
     def describe(self) -> str:
+        if self.name == "pretrained":
+            from . import pretrained          # which of its two uses: replaying shipped runs, or recording them
+            if pretrained.replaying():
+                return (f"preset 'pretrained' on {self.device}: pretrained mode — every training cell loads the "
+                        "shipped weights and history of a longer run (docs/MODEL_CARD.md) instead of training; "
+                        "everything after it runs live")
+            return f"preset 'pretrained' on {self.device}: training the shipped weights (python -m ldm_edu.pretrain)"
         return (f"preset '{self.name}' on {self.device}: time budget ≤ {self.minutes:g} min per lesson "
                 f"on its target machine (docs/BENCHMARKS.md lists the measured times)")
 
@@ -315,7 +324,26 @@ def _gpu() -> Preset:
     )
 
 
-_BUILDERS = {"tiny": _tiny, "cpu": _cpu, "gpu": _gpu}
+def _pretrained() -> Preset:
+    """The shipped weights' preset: the ``cpu`` preset's models and evaluations, trained longer.
+
+    ``python -m ldm_edu.pretrain`` runs every lesson in it once, recording each fit();
+    ``LDM_EDU_PRETRAINED=1`` (or this preset by name) replays those runs instead of training, so a
+    lesson shows these longer runs' histories and quality in the time its evaluations take."""
+    cpu = _cpu()
+    return replace(
+        cpu, name="pretrained", minutes=10,
+        ae=replace(cpu.ae, steps=6000, sweep_steps=3000),
+        vae=replace(cpu.vae, steps=20000, steps_2d=6000, beta_steps=2400),
+        vq=replace(cpu.vq, steps=700, extra_steps=1300, prior_steps=4000),
+        diffusion=replace(cpu.diffusion, steps=5000, batch_size=64, eval_every=500),
+        ldm=replace(cpu.ldm, ae_steps=1000, steps=5000, eval_every=500, unscaled_steps=2500, study_gflop=4000.0),
+        compression=replace(cpu.compression, warmup_steps=800, gan_steps=400, disc_start=100, movq_steps=800,
+                            dc_steps=800, ldm_gflop=1000.0, ldm_max_steps=2000),
+    )
+
+
+_BUILDERS = {"tiny": _tiny, "cpu": _cpu, "gpu": _gpu, "pretrained": _pretrained}
 
 
 def get_preset(name: str | None = None, device: str | None = None) -> Preset:
@@ -324,6 +352,9 @@ def get_preset(name: str | None = None, device: str | None = None) -> Preset:
     ``device`` overrides where it runs (tests build the ``gpu`` preset on the CPU this way)."""
     if name is None:
         name = os.environ.get("LDM_EDU_PRESET") or ("gpu" if torch.cuda.is_available() else "cpu")
+        if os.environ.get("LDM_EDU_PRETRAINED", "").strip().lower() in ("1", "true", "yes"):
+            name = "pretrained"            # the shipped weights were trained in it (ldm_edu.pretrained)
+    device = device or os.environ.get("LDM_EDU_DEVICE") or None
     key = str(name).strip().lower()
     if key not in _BUILDERS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(NAMES)} "

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+from . import pretrained
 from .progress import progress_bar
 
 
@@ -254,10 +255,22 @@ def fit(
             f *= 0.5 * (1 + math.cos(math.pi * i / steps))
         return f
 
+    show_plot = (_in_notebook() if live_plot is None else live_plot) and steps > 0
+    # pretrained mode (ldm_edu.pretrained): this call's shipped weights, EMA and history instead of training
+    key = pretrained.run_key(model, desc, steps, batches) \
+        if steps > 0 and (pretrained.replaying() or pretrained.record_dir()) else None
+    if key is not None and pretrained.replay(key, model, history, ema):
+        model.eval()
+        print(f"{desc}: shipped weights loaded (pretrained mode): {history.last_step} steps, "
+              f"{history.seconds - history.eval_seconds:.0f} s of training when they were made")
+        if show_plot and history.steps:
+            LiveLossPlot(desc).update(history, force=True)
+        if checkpoint_path:
+            save_checkpoint(checkpoint_path, model, history=history)
+        return history
     step_model = torch.compile(model) if (compile and on_cuda) else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bool(amp and on_cuda))
     log_every = log_every or max(1, steps // 200)
-    show_plot = (_in_notebook() if live_plot is None else live_plot) and steps > 0
     plot = LiveLossPlot(desc) if show_plot else None
     offset = history.last_step
     run_loss, run_metrics, n_run = 0.0, {}, 0
@@ -315,6 +328,8 @@ def fit(
             plot.update(history, force=True)
     if checkpoint_path:
         save_checkpoint(checkpoint_path, model, history=history)
+    if key is not None and diverged is None and not history.interrupted:
+        pretrained.record(key, model, history, ema)
     if diverged is not None:
         loss_value, step = diverged
         history.stop_reason = f"loss or gradient became non-finite at step {step} (loss {loss_value})"

@@ -33,14 +33,14 @@ def test_gpu_preset_without_cuda_says_what_to_do():
 
 
 def test_presets_grow_from_tiny_to_gpu():
-    tiny, cpu, gpu = (get_preset(n, device="cpu") for n in NAMES)
+    tiny, cpu, gpu = (get_preset(n, device="cpu") for n in ("tiny", "cpu", "gpu"))
     assert tiny.ae.steps < cpu.ae.steps <= gpu.ae.steps
     assert tiny.vae.steps < cpu.vae.steps <= gpu.vae.steps
     with pytest.raises(dataclasses.FrozenInstanceError):
         tiny.ae.steps = 5
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu", "gpu"])
+@pytest.mark.parametrize("name", NAMES)
 def test_lesson_06_ablation_and_study_line_up_with_the_main_run(name):
     c = get_preset(name, device="cpu").ldm
     # the unscaled run is read against the scaled run's evaluation at the same step

@@ -1,0 +1,169 @@
+"""Build the shipped weights: ``python -m ldm_edu.pretrain [LESSON ...]`` (default: every lesson).
+
+Each lesson notebook is executed in the ``pretrained`` preset (lesson models as in ``cpu``, trained
+longer; see ``presets._pretrained``) with ``LDM_EDU_RECORD`` set, so every ``fit()`` call in it
+saves what it trained (``ldm_edu.pretrained.record``). The files go to ``weights/`` with their
+sha256 in ``weights/MANIFEST.json``; the lesson's earlier entries are replaced. The executed
+notebooks are kept in ``build/pretrain/`` and ``docs/MODEL_CARD.md`` is written from the manifest.
+
+Run the lessons in course order (later lessons load earlier lessons' checkpoints). A lesson takes
+several times its ``cpu`` time on 2 cores; on a GPU machine set ``--device cuda`` for the same
+models (the weights are stored on the CPU either way).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import pretrained
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = ROOT / "lessons"
+BUILD = ROOT / "build" / "pretrain"
+MAX_MB = 40.0
+
+
+def lesson_paths(names) -> list[Path]:
+    """Lesson notebooks named by number or stem (``04``, ``04_ddpm``); all of them when none."""
+    every = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return every
+    out = []
+    for name in names:
+        hits = [p for p in every if p.stem == name or p.stem.split("_")[0] == name.zfill(2)]
+        if not hits:
+            raise SystemExit(f"no lesson {name!r}: choose from {', '.join(p.stem for p in every)}")
+        out += hits
+    return out
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
+    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}"
+
+
+def execute(path: Path, record: Path, device: str | None) -> tuple[Path, float]:
+    """Run one lesson notebook top to bottom in the pretrained preset, recording every fit()."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    env = {"LDM_EDU_PRESET": pretrained.PRESET, "LDM_EDU_RECORD": str(record), "LDM_EDU_LESSON": path.stem,
+           "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    if device:
+        env["LDM_EDU_DEVICE"] = device
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)                      # the kernel inherits this process's environment
+    os.environ.pop("LDM_EDU_PRETRAINED", None)
+    try:
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.perf_counter()
+        NotebookClient(nb, timeout=None, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        seconds = time.perf_counter() - t0
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    BUILD.mkdir(parents=True, exist_ok=True)
+    out = BUILD / path.name
+    nbformat.write(nb, out)
+    return out, seconds
+
+
+def merge(lesson: str, record: Path, folder: Path, seconds: float) -> dict:
+    """Replace ``lesson``'s runs in the manifest with those just recorded; drop orphaned files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = pretrained.load_manifest(folder)
+    runs = {k: v for k, v in manifest.get("runs", {}).items() if v.get("lesson") != lesson}
+    for f in sorted(record.glob("*.pt")):
+        blob = torch.load(f, map_location="cpu", weights_only=True)
+        if blob["key"] in runs:                 # trained again by a later lesson: the first one stays
+            continue
+        shutil.copyfile(f, folder / f.name)
+        h = blob["history"]
+        evals = {k: v[-1][1] for k, v in h.get("evals", {}).items() if v}
+        runs[blob["key"]] = {
+            "file": f.name, "sha256": pretrained.sha256_of(folder / f.name), "bytes": (folder / f.name).stat().st_size,
+            "lesson": lesson, "desc": blob["key"].split(" | ")[0], "kind": blob["kind"],
+            "parameters": sum(v.numel() for v in blob["state_dict"].values()),
+            "steps": h["steps"][-1] if h["steps"] else 0,
+            "train_seconds": round(h["seconds"] - h.get("eval_seconds", 0.0), 1),
+            "final_loss": h["loss"][-1] if h["loss"] else None, "last_eval": evals}
+    lessons = dict(manifest.get("lessons", {}))
+    lessons[lesson] = {"seconds": round(seconds, 1), "machine": machine(),
+                       "date": datetime.date.today().isoformat()}
+    manifest = {"preset": pretrained.PRESET, "command": pretrained.REBUILD, "runs": dict(sorted(runs.items())),
+                "lessons": dict(sorted(lessons.items()))}
+    keep = {v["file"] for v in runs.values()}
+    for f in folder.glob("*.pt"):
+        if f.name not in keep:
+            f.unlink()
+    (folder / pretrained.MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def model_card(manifest: dict, folder: Path) -> str:
+    """docs/MODEL_CARD.md: how every shipped run was trained, how long, and what it reached."""
+    total = sum(v["bytes"] for v in manifest["runs"].values()) / 2**20
+    lines = ["# Model card: the shipped weights (`weights/`)", "",
+             f"Made by `{manifest['command']} LESSON` (written by it; do not edit by hand). Each lesson was run "
+             f"top to bottom in the `{manifest['preset']}` preset (`ldm_edu/presets.py`: the `cpu` preset's models, "
+             "trained longer) and every `fit()` call saved what it trained. `LDM_EDU_PRETRAINED=1` replays them: "
+             "each call loads its weights, EMA and history, checked against the sha256 below, instead of training.",
+             "", f"{len(manifest['runs'])} runs, {total:.1f} MB in all (budget {MAX_MB:g} MB); float32 tensors "
+             "are stored as float16.", "",
+             "| lesson | recorded on | lesson run time |", "|---|---|---|"]
+    for name, info in manifest["lessons"].items():
+        lines.append(f"| {name} | {info['machine']}, {info['date']} | {info['seconds']:.0f} s |")
+    lines += ["", "| lesson | run (`desc`) | model | parameters | steps | training s | final loss | last evaluation | MB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for v in manifest["runs"].values():
+        ev = v["last_eval"]
+        shown = ", ".join(f"{k} {x:.3g}" for k, x in ev.items() if k != "seconds") or "—"
+        loss = f"{v['final_loss']:.4g}" if v["final_loss"] is not None else "—"
+        lines.append(f"| {v['lesson']} | {v['desc']} | {v['kind']} | {v['parameters']:,} | {v['steps']:,} | "
+                     f"{v['train_seconds']:.0f} | {loss} | {shown} | {v['bytes'] / 2**20:.2f} |")
+    lines += ["", "Quality measured in the lessons themselves (FID-MNIST with its interval, −ELBO, PSNR) is printed "
+              "by each lesson when run with `LDM_EDU_PRETRAINED=1`; docs/TEACHING.md lists those figures.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all, in order)")
+    ap.add_argument("--weights", default=str(pretrained.WEIGHTS_DIR), help="output folder (default weights/)")
+    ap.add_argument("--device", default=None, help="run the models on this device (e.g. cuda)")
+    args = ap.parse_args(argv)
+    folder = Path(args.weights)
+    for path in lesson_paths(args.lessons):
+        record = BUILD / "record" / path.stem
+        shutil.rmtree(record, ignore_errors=True)
+        print(f"{path.stem}: running in the '{pretrained.PRESET}' preset, recording every fit() …", flush=True)
+        executed, seconds = execute(path, record, args.device)
+        manifest = merge(path.stem, record, folder, seconds)
+        n = sum(v["lesson"] == path.stem for v in manifest["runs"].values())
+        print(f"{path.stem}: {seconds:.0f} s, {n} runs recorded; executed notebook {executed}", flush=True)
+    manifest = pretrained.load_manifest(folder)
+    (ROOT / "docs" / "MODEL_CARD.md").write_text(model_card(manifest, folder))
+    total = sum(v["bytes"] for v in manifest["runs"].values()) / 2**20
+    print(f"weights/: {len(manifest['runs'])} runs, {total:.1f} MB; docs/MODEL_CARD.md written")
+    if total > MAX_MB:
+        print(f"WARNING: {total:.1f} MB is over the {MAX_MB:g} MB budget for shipped weights", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

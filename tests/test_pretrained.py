@@ -1,0 +1,215 @@
+"""Pretrained mode: fit() records each run once and replays it, verified, instead of training."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ldm_edu import pretrained, pretrain
+from ldm_edu.data import TensorBatches
+from ldm_edu.presets import get_preset
+from ldm_edu.train import EMA, fit
+
+
+class Tiny(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.config = {"width": width}
+        self.net = nn.Sequential(nn.Linear(4, width), nn.Tanh(), nn.Linear(width, 4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def counting_loss(calls):
+    def loss_fn(model, batch):
+        calls.append(1)
+        (x,) = batch if isinstance(batch, (tuple, list)) else (batch,)
+        return ((model(x) - x) ** 2).mean()
+    return loss_fn
+
+
+def batches(seed=0):
+    return TensorBatches(torch.randn(64, 4, generator=torch.Generator().manual_seed(9)), batch_size=16, seed=seed)
+
+
+@pytest.fixture
+def modes(tmp_path, monkeypatch):
+    """Switch between recording into tmp_path/record and replaying from tmp_path/weights."""
+    for k in ("LDM_EDU_RECORD", "LDM_EDU_PRETRAINED", "LDM_EDU_PRESET"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LDM_EDU_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("LDM_EDU_LESSON", "99_test")
+
+    def record():
+        pretrained._reset_uses()
+        monkeypatch.delenv("LDM_EDU_PRETRAINED", raising=False)
+        monkeypatch.setenv("LDM_EDU_RECORD", str(tmp_path / "record"))
+
+    def ship():
+        monkeypatch.delenv("LDM_EDU_RECORD", raising=False)
+        return pretrain.merge("99_test", tmp_path / "record", tmp_path / "weights", seconds=1.0)
+
+    def replay():
+        pretrained._reset_uses()
+        monkeypatch.delenv("LDM_EDU_RECORD", raising=False)
+        monkeypatch.setenv("LDM_EDU_PRETRAINED", "1")
+    return record, ship, replay
+
+
+def train(calls, init=0, steps=30, desc="tiny run", ema=True):
+    torch.manual_seed(init)                                # the initial weights (not part of a run's key)
+    model = Tiny()
+    e = EMA(model, 0.9) if ema else None
+    h = fit(model, counting_loss(calls), batches(), steps, lr=1e-2, ema=e, desc=desc, progress=False, live_plot=False)
+    return model, e, h
+
+
+def test_replay_gives_the_recorded_weights_ema_and_history_without_training(modes):
+    record, ship, replay = modes
+    record()
+    calls = []
+    model, ema, hist = train(calls)
+    assert len(calls) == 30
+    manifest = ship()
+    assert len(manifest["runs"]) == 1
+    replay()
+    calls2 = []
+    model2, ema2, hist2 = train(calls2, init=123)          # another initialisation: replay must overwrite it
+    assert calls2 == []                                    # no training step ran
+    assert hist2.steps == hist.steps and hist2.loss == pytest.approx(hist.loss)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)    # stored as float16
+    for a, b in zip(ema.model.state_dict().values(), ema2.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+    assert ema2.updates == ema.updates == 30
+    assert not model2.training
+
+
+def test_runs_with_the_same_key_in_one_cell_get_their_own_weights(modes):
+    record, ship, replay = modes
+    record()
+    m1, _, _ = train([], init=0, desc="chunk")
+    m2, _, _ = train([], init=1, desc="chunk")             # same key: continued in chunks or repeated
+    assert not torch.equal(m1.net[0].weight, m2.net[0].weight)
+    assert len(ship()["runs"]) == 2
+    replay()
+    r1, _, _ = train([], init=5, desc="chunk")
+    r2, _, _ = train([], init=5, desc="chunk")
+    torch.testing.assert_close(r1.net[0].weight, m1.net[0].weight, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(r2.net[0].weight, m2.net[0].weight, atol=2e-3, rtol=1e-3)
+    pretrained._reset_uses()                                # a re-run cell finds the first run again
+    r3, _, _ = train([], init=5, desc="chunk")
+    torch.testing.assert_close(r3.net[0].weight, m1.net[0].weight, atol=2e-3, rtol=1e-3)
+
+
+def test_a_run_with_no_shipped_weights_trains_and_says_so(modes, capsys):
+    record, ship, replay = modes
+    record()
+    train([], desc="recorded")
+    ship()
+    replay()
+    calls = []
+    train(calls, desc="never recorded")
+    assert len(calls) == 30
+    assert "no shipped weights for this run (never recorded): training it now" in capsys.readouterr().out
+    calls = []
+    train(calls, steps=31, desc="recorded")                # another step count is another run
+    assert len(calls) == 31
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_file_is_refused_naming_it_and_the_rebuild_command(modes, damage):
+    record, ship, replay = modes
+    record()
+    train([])
+    manifest = ship()
+    entry = next(iter(manifest["runs"].values()))
+    path = pretrained.weights_dir() / entry["file"]
+    data = bytearray(path.read_bytes())
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])
+    replay()
+    with pytest.raises(pretrained.PretrainedWeightsError) as err:
+        train([])
+    msg = str(err.value)
+    assert entry["file"] in msg and "sha256" in msg and "python -m ldm_edu.pretrain 99_test" in msg
+
+
+def test_a_missing_file_is_refused(modes):
+    record, ship, replay = modes
+    record()
+    train([])
+    entry = next(iter(ship()["runs"].values()))
+    (pretrained.weights_dir() / entry["file"]).unlink()
+    replay()
+    with pytest.raises(pretrained.PretrainedWeightsError, match="missing"):
+        train([])
+
+
+def test_weights_of_another_model_are_refused(modes):
+    record, ship, replay = modes
+    record()
+    train([])
+    manifest = ship()
+    # the manifest says this key, but the file holds another model's tensors
+    key, entry = next(iter(manifest["runs"].items()))
+    path = pretrained.weights_dir() / entry["file"]
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"] = {"other.weight": torch.zeros(2, 2)}
+    torch.save(blob, path)
+    entry["sha256"], entry["bytes"] = pretrained.sha256_of(path), path.stat().st_size
+    (pretrained.weights_dir() / pretrained.MANIFEST).write_text(json.dumps(manifest))
+    replay()
+    with pytest.raises(pretrained.PretrainedWeightsError, match="does not fit this Tiny"):
+        train([])
+
+
+def test_shipped_files_load_with_weights_only_and_store_float16():
+    state = {"w": torch.randn(3, 3), "big": torch.full((2,), 1e5), "i": torch.arange(3)}
+    out = pretrained._compact(state)
+    assert out["w"].dtype == torch.float16 and out["big"].dtype == torch.float32 and out["i"].dtype == torch.int64
+
+
+def test_pretrained_preset_is_cpu_models_trained_longer(monkeypatch):
+    monkeypatch.delenv("LDM_EDU_PRESET", raising=False)
+    monkeypatch.setenv("LDM_EDU_PRETRAINED", "1")
+    p, cpu = get_preset(), get_preset("cpu")
+    assert p.name == "pretrained" and p.device == "cpu"
+    for sec in ("ae", "vae", "vq", "diffusion", "ldm", "compression"):
+        a, b = getattr(p, sec), getattr(cpu, sec)
+        for f in a.__dataclass_fields__:                  # same models: every width, depth, size knob equal
+            if any(w in f for w in ("steps", "gflop", "batch_size", "eval_every", "disc_start")):
+                continue
+            assert getattr(a, f) == getattr(b, f), (sec, f)
+    assert p.diffusion.steps * p.diffusion.batch_size >= 2 * cpu.diffusion.steps * cpu.diffusion.batch_size
+    assert p.ae.steps > cpu.ae.steps and p.vae.steps > cpu.vae.steps and p.ldm.steps > cpu.ldm.steps
+
+
+def test_shipped_manifest_matches_its_files():
+    """Every file in weights/ is listed with its right sha256 and the whole set is within 40 MB."""
+    manifest = pretrained.load_manifest(pretrained.WEIGHTS_DIR)
+    if not manifest["runs"]:
+        pytest.skip("no weights shipped yet (python -m ldm_edu.pretrain builds them)")
+    listed = {v["file"] for v in manifest["runs"].values()}
+    assert listed == {p.name for p in pretrained.WEIGHTS_DIR.glob("*.pt")}
+    for v in manifest["runs"].values():
+        assert pretrained.sha256_of(pretrained.WEIGHTS_DIR / v["file"]) == v["sha256"], v["file"]
+    assert sum(v["bytes"] for v in manifest["runs"].values()) <= pretrain.MAX_MB * 2**20
+
+
+def test_model_card_lists_every_run_with_its_training(modes):
+    record, ship, replay = modes
+    record()
+    train([], desc="card run")
+    manifest = ship()
+    card = pretrain.model_card(manifest, pretrained.weights_dir())
+    row = next(line for line in card.splitlines() if "card run" in line)
+    assert "| 99_test | card run | Tiny |" in row and "| 30 |" in row      # lesson, desc, kind, steps
+    assert "1 runs" in card and "budget 40 MB" in card
+
+
+def test_lessons_are_named_by_number_or_stem():
+    assert [p.stem for p in pretrain.lesson_paths(["4", "05_ddim"])] == ["04_ddpm", "05_ddim"]
+    assert len(pretrain.lesson_paths([])) >= 7
+    with pytest.raises(SystemExit, match="no lesson '99'"):
+        pretrain.lesson_paths(["99"])
