@@ -104,8 +104,8 @@ def bootstrap_interval(stat, *samples: torch.Tensor, n_boot: int = 200, level: f
     (one draw for all ``samples`` together, so paired rows stay paired) and recomputes ``stat``;
     the interval is the (1 ∓ level)/2 quantiles of the replicates. It measures the spread from the
     sample of n alone (e.g. of decoded codes), not from anything held fixed (the reference codes,
-    the classifier). Returns a ``metrics.Interval``."""
-    from .metrics import Interval
+    the classifier). Returns an ``intervals.Interval``."""
+    from .intervals import Interval
 
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -126,8 +126,8 @@ def class_coverage(images: torch.Tensor, device=None, n_boot: int = 200, seed: i
     ``labels`` (the argmax of p(y | x)), their histogram ``hist`` (10,), its entropy H in nats, the
     *effective number of classes* exp(H) (``effective_classes``: 10 for all digits equally often, 1
     for a single digit) with its bootstrap interval over the images (``effective_classes_ci``, a
-    ``metrics.Interval``), and the share of the most frequent class ``top_share``."""
-    from .metrics import classifier_probs
+    ``intervals.Interval``), and the share of the most frequent class ``top_share``."""
+    from .classifier import classifier_probs
 
     labels = classifier_probs(images, device).argmax(1)
     hist = torch.bincount(labels, minlength=10).double() / max(1, len(labels))
@@ -141,7 +141,7 @@ def class_coverage(images: torch.Tensor, device=None, n_boot: int = 200, seed: i
 @torch.no_grad()
 def sampler_report(model, z_codes: torch.Tensor, z_samples: torch.Tensor, n_boot: int = 200, seed: int = 0) -> dict:
     """The measures lessons 01 and 02 apply to any way of drawing codes for a decoder ``model``
-    (Autoencoder or VAE), each with a bootstrap interval over the samples (``*_ci``, ``metrics.Interval``):
+    (Autoencoder or VAE), each with a bootstrap interval over the samples (``*_ci``, ``intervals.Interval``):
 
     - ``holes``: the fraction of ``z_samples`` in a hole of the real codes ``z_codes``
       (``hole_fraction``; ``in_hole`` is the (N,) mask);

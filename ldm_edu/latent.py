@@ -24,9 +24,10 @@ import torch.nn.functional as F
 
 from .nn import ConvDecoder, ConvEncoder
 from .autoencoders import reparameterize
-from .diffusion import diffusion_loss, sample as diffusion_sample, sample_progressive
+from .diffusion import diffusion_loss
 from .losses import gaussian_kl
 from .nn import check_image_batch
+from .sampling import sample as diffusion_sample, sample_progressive
 
 IMAGE_SIZE = 28        # MNIST
 PADDED_SIZE = 32       # padded so that f = 1, 2, 4, 8 all divide it: latents 32², 16², 8², 4²
@@ -297,7 +298,7 @@ class LatentDiffusion(nn.Module):
         Returns images (n, 1, 28, 28) in [0, 1]; ``decode=False`` → the scaled latents z_0."""
         shape, y = self._sampler_args(n, y, z_T)
         self.unet.eval()
-        # 1.-2. z_T and the reverse process on scaled latents (diffusion.sample draws z_T from generator)
+        # 1.-2. z_T and the reverse process on scaled latents (sampling.sample draws z_T from generator)
         z = diffusion_sample(self.unet, self.schedule, shape, method=method, steps=steps, eta=eta, y=y,
                              guidance=guidance, generator=generator, x_T=z_T, progress=progress,
                              clip_x0=self.clip_x0)
@@ -305,7 +306,7 @@ class LatentDiffusion(nn.Module):
         return self.decode(z) if decode else z
 
     def sampler(self, steps: int | None = 50, method: str = "ddim", guidance: float = 1.0, eta: float = 0.0):
-        """``sample`` as a ``sample_fn(k, y, generator)`` for ``diffusion.sample_images`` (the course's one
+        """``sample`` as a ``sample_fn(k, y, generator)`` for ``sampling.sample_images`` (the course's one
         batched, seeded, timed image sampler): k images in [0, 1] for the labels y (or None)."""
         device = next(self.unet.parameters()).device
 

@@ -1,28 +1,19 @@
-"""Quality measures used across lessons.
+"""Quality measures used across lessons: PSNR; on the shipped classifier's features
+(``ldm_edu.classifier``) FID-MNIST, KID-MNIST, IS-MNIST and precision/recall, each with its interval
+(``ldm_edu.intervals``); the real reference sets and ``quality_report``, which gathers them all.
 
-PSNR; a small MNIST classifier (shipped checkpoint) and, on its features, FID-MNIST and IS-MNIST.
+The classifier runs ONCE per image set; every metric below reuses its features / probabilities
+(float64 numpy). The small dense algebra (128 × 128 eigendecompositions, ≤ 2000 × 2000 kernel
+matrices) runs on one BLAS thread: on a busy 2-core machine, BLAS threads spinning against torch's
+made it 10–50× slower.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-
-def psnr(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB: 10 log10(range² / MSE). Inputs in [0, range]."""
-    if x.shape != x_hat.shape:
-        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
-    mse = (x - x_hat).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(data_range**2 / mse)
-
-
-# ----------------------------------------------------------------------------- MNIST classifier
-# A small CNN trained once by scripts/train_classifier.py and shipped as ldm_edu/assets/mnist_classifier.pt.
-# Its penultimate layer (128 features) replaces Inception-v3 in FID and IS: "FID-MNIST" and
-# "IS-MNIST" are only comparable with other numbers computed by this same network.
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from torch import nn  # noqa: E402
+from .classifier import ClassifierOutputs, as_features, classifier_features, classifier_outputs, classifier_probs
+from .intervals import Interval, shifted_percentiles
 
 try:
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
@@ -32,87 +23,13 @@ except ImportError:  # pragma: no cover
     def threadpool_limits(*args, **kwargs):
         return nullcontext()
 
-CLASSIFIER_PATH = Path(__file__).parent / "assets" / "mnist_classifier.pt"
 
-
-class MNISTClassifier(nn.Module):
-    """conv16-pool-conv32-pool-conv64-pool → 128 features → 10 logits (≈ 0.1M params, ≈ 2 MMAC/image).
-
-    Input: images in [0, 1], shape (B, 1, 28, 28). ``features(x)`` gives the 128-d penultimate
-    activations used by FID-MNIST."""
-
-    def __init__(self, width: int = 16, feat: int = 128):
-        super().__init__()
-        self.config = dict(width=width, feat=feat)
-        w = width
-
-        def block(a, b):
-            return [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
-
-        self.body = nn.Sequential(*block(1, w), *block(w, 2 * w), *block(2 * w, 4 * w),   # 28 → 14 → 7 → 3
-                                  nn.Flatten(), nn.Linear(4 * w * 9, feat), nn.ReLU())
-        self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(feat, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body((x - 0.1307) / 0.3081)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
-
-
-_CLASSIFIERS: dict = {}
-
-
-def load_classifier(device="cpu", path: str | Path | None = None) -> MNISTClassifier:
-    """The shipped MNIST classifier in eval mode (cached per device)."""
-    from .train import load_checkpoint
-
-    key = (str(device), str(path or CLASSIFIER_PATH))
-    if key not in _CLASSIFIERS:
-        p = Path(path or CLASSIFIER_PATH)
-        if not p.exists():
-            raise FileNotFoundError(f"no classifier checkpoint at {p}: run "
-                                    "`python scripts/train_classifier.py` to train it (≈ 2 min on a CPU)")
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-        model = MNISTClassifier(**blob.get("config", {}))
-        load_checkpoint(p, model)
-        _CLASSIFIERS[key] = model.to(device).eval().requires_grad_(False)
-    return _CLASSIFIERS[key]
-
-
-def _check_unit_images(x: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be MNIST-shaped images (N, 1, 28, 28), got {got}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contain NaN or inf: the model that made them diverged or was sampled "
-                         "with too few steps for its schedule; check its training loss first")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -0.05 or hi > 1.05:
-        raise ValueError(f"{name} must be in [0, 1] (got values in [{lo:.2f}, {hi:.2f}]); "
-                         "map [-1, 1] samples with ldm_edu.data.from_signed(x) first")
-    return x.float().clamp(0, 1)
-
-
-@torch.no_grad()
-def classifier_features(images: torch.Tensor, device=None, batch_size: int = 1000) -> torch.Tensor:
-    """128-d penultimate features of the shipped classifier, float64 on the CPU. Images in [0, 1]."""
-    x = _check_unit_images(images, "images")
-    device = device or x.device
-    clf = load_classifier(device)
-    return torch.cat([clf.features(x[i:i + batch_size].to(device)).double().cpu()
-                      for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def classifier_probs(images: torch.Tensor, device=None, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax class probabilities p(y | x), (N, 10). Images in [0, 1]."""
-    x = _check_unit_images(images, "images")
-    device = device or x.device
-    clf = load_classifier(device)
-    return torch.cat([clf(x[i:i + batch_size].to(device)).softmax(-1).double().cpu()
-                      for i in range(0, len(x), batch_size)])
+def psnr(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB: 10 log10(range² / MSE). Inputs in [0, range]."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    mse = (x - x_hat).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10(data_range**2 / mse)
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -151,137 +68,7 @@ def inception_score_mnist(images: torch.Tensor, device=None) -> float:
     return float(torch.exp((p * (p.log() - py.log())).sum(1).mean()))
 
 
-def class_histogram(images: torch.Tensor, device=None) -> torch.Tensor:
-    """Fraction of images the classifier assigns to each digit 0-9, shape (10,). Inputs in [0, 1]."""
-    pred = classifier_probs(images, device).argmax(1)
-    return torch.bincount(pred, minlength=10).double() / max(1, len(pred))
-
-
-def classifier_accuracy(images: torch.Tensor, labels: torch.Tensor, device=None) -> float:
-    """Fraction of images classified as ``labels`` (also: does a conditional sample show its class?)."""
-    pred = classifier_probs(images, device).argmax(1)
-    return float((pred == labels.cpu()).double().mean())
-
-
-_REAL_FID: dict = {}
-
-
-def real_data_fid(n: int = 1000, seed: int = 0) -> float:
-    """FID-MNIST between n random training and n random test images: the real-vs-real reference
-    at this n, without its interval. It is not a floor (a model's samples can score below it by
-    chance). Superseded by ``quality_report(x)["real_fid"]``, which carries its interval."""
-    from .data import mnist_tensors
-
-    key = (int(n), int(seed))
-    if key not in _REAL_FID:
-        g = torch.Generator().manual_seed(seed)
-        xtr, _ = mnist_tensors("train")
-        xte, _ = mnist_tensors("test")
-        if n > len(xte):
-            raise ValueError(f"n must be ≤ {len(xte)} (the test set size), got {n}")
-        a = xtr[torch.randperm(len(xtr), generator=g)[:n]]
-        b = xte[torch.randperm(len(xte), generator=g)[:n]]
-        _REAL_FID[key] = fid_mnist(a, b)
-    return _REAL_FID[key]
-
-
-def reference_images(n: int = 1000, split: str = "test", seed: int = 0) -> torch.Tensor:
-    """n random MNIST images in [0, 1] (the reference set for FID-MNIST of samples)."""
-    from .data import mnist_tensors
-
-    x, _ = mnist_tensors(split)
-    if not 1 <= n <= len(x):
-        raise ValueError(f"n must be in [1, {len(x)}] (the MNIST {split} set's size), got {n}")
-    g = torch.Generator().manual_seed(seed)
-    return x[torch.randperm(len(x), generator=g)[:n]]
-
-
-# ----------------------------------------------------------------------------- intervals (issue 11)
-# Every sample-quality number a lesson ranks carries an interval (CURRICULUM rule 4). The classifier
-# runs ONCE per image set (``classifier_outputs``); FID, its bootstrap, KID, precision/recall, IS and
-# the class histogram are all computed from those features / probabilities (float64 numpy).
-# The small dense algebra below (128 × 128 eigendecompositions, ≤ 2000 × 2000 kernel matrices) runs on
-# one BLAS thread: on a busy 2-core machine, BLAS threads spinning against torch's made it 10–50× slower.
-import math  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with an interval: ``value`` and ``[low, high]``.
-
-    >>> str(Interval(12.34, 10.1, 14.6))
-    '12.3 [10.1, 14.6]'
-    >>> Interval(5.0, 4.0, 6.0).overlaps(Interval(17.8, 16.0, 19.9))
-    False
-    """
-    value: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        d = self.digits()
-        return f"{self.value:.{d}f} [{self.low:.{d}f}, {self.high:.{d}f}]"
-
-    def digits(self) -> int:
-        """Decimals for display: 1 for FID-sized numbers, more for small ones."""
-        scale = max(abs(self.value), abs(self.low), abs(self.high))
-        return 1 if scale >= 1 else 2 if scale >= 0.1 else 3 if scale >= 0.01 else 4
-
-    @property
-    def width(self) -> float:
-        return self.high - self.low
-
-    def overlaps(self, other: "Interval") -> bool:
-        """True when the two intervals share at least one point."""
-        return self.low <= other.high and other.low <= self.high
-
-    def contains(self, x: float) -> bool:
-        return self.low <= x <= self.high
-
-
-@dataclass(frozen=True)
-class ClassifierOutputs:
-    """What the shipped classifier says about one image set: 128-d features and class
-    probabilities p(y | x), float64 numpy arrays. Computed once, reused by every metric."""
-    features: np.ndarray
-    probs: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-
-@torch.no_grad()
-def classifier_outputs(images: torch.Tensor, device=None, batch_size: int = 1000) -> ClassifierOutputs:
-    """One classifier pass over ``images`` (in [0, 1], (N, 1, 28, 28)): features and p(y | x)."""
-    x = _check_unit_images(images, "images")
-    device = device or x.device
-    clf = load_classifier(device)
-    feats, probs = [], []
-    for i in range(0, len(x), batch_size):
-        f = clf.features(x[i:i + batch_size].to(device))
-        feats.append(f.double().cpu())
-        probs.append(clf.head(f).softmax(-1).double().cpu())     # eval mode: dropout is the identity
-    return ClassifierOutputs(torch.cat(feats).numpy(), torch.cat(probs).numpy())
-
-
-def as_features(x, name: str = "images") -> np.ndarray:
-    """Images (N, 1, 28, 28) in [0, 1] → classifier features (N, 128); features (N, D) as a
-    tensor or array, or ``ClassifierOutputs``, pass through. float64 numpy."""
-    if isinstance(x, ClassifierOutputs):
-        return x.features
-    if isinstance(x, torch.Tensor) and x.dim() == 4:
-        return classifier_outputs(_check_unit_images(x, name)).features
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    if isinstance(x, np.ndarray) and x.ndim == 2:
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name} features contain NaN or inf")
-        return x.astype(np.float64, copy=False)
-    got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-    raise ValueError(f"{name} must be MNIST images (N, 1, 28, 28) in [0, 1] or features (N, D), got {got}")
-
-
+# ----------------------------------------------------------------------------- FID, KID, P/R, IS with intervals
 def _fid_features(fa: np.ndarray, fb: np.ndarray) -> float:
     return frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
 
@@ -293,13 +80,6 @@ def fid_bootstrap(fa: np.ndarray, fb: np.ndarray, n_boot: int = 100, seed: int =
     with threadpool_limits(1, user_api="blas"):
         return np.array([_fid_features(fa[rng.integers(0, len(fa), len(fa))],
                                        fb[rng.integers(0, len(fb), len(fb))]) for _ in range(n_boot)])
-
-
-def _shifted_percentiles(boot: np.ndarray, value: float, level: float) -> tuple[float, float]:
-    """The (1 ∓ level)/2 percentiles of bootstrap replicates, shifted by the bootstrap's own bias
-    (replicate mean − value): the interval every bootstrap in this module reports."""
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) - (np.mean(boot) - value)
-    return float(low), float(high)
 
 
 def fid_interval(images, reference, n_boot: int = 100, seed: int = 0, level: float = 0.95) -> Interval:
@@ -338,7 +118,7 @@ def fid_interval(images, reference, n_boot: int = 100, seed: int = 0, level: flo
     # 2. bootstrap replicates over both sets
     boot = fid_bootstrap(fa, fb, n_boot, seed)
     # 3. percentile interval, shifted by the bootstrap bias
-    low, high = _shifted_percentiles(boot, value, level)
+    low, high = shifted_percentiles(boot, value, level)
     return Interval(float(value), low, high)
 
 
@@ -486,7 +266,7 @@ def inception_score_interval(probs, n_boot: int = 200, seed: int = 0, level: flo
     value = _inception_score_from_probs(p)
     rng = np.random.default_rng(seed)
     boot = np.array([_inception_score_from_probs(p[rng.integers(0, len(p), len(p))]) for _ in range(n_boot)])
-    low, high = _shifted_percentiles(boot, value, level)
+    low, high = shifted_percentiles(boot, value, level)
     return Interval(value, min(low, value), max(high, value))
 
 
@@ -535,19 +315,38 @@ def precision_recall_intervals(gen, real, k: int = 3, n_subsets: int = 30, seed:
     return out
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> Interval:
-    """Wilson's score interval for a binomial proportion p = successes/n (Wilson 1927):
+# ----------------------------------------------------------------------------- real references, the report
+_REAL_FID: dict = {}
 
-        (p + z²/2n ∓ z √(p(1−p)/n + z²/4n²)) / (1 + z²/n).
 
-    Unlike the Wald interval p ∓ z√(p(1−p)/n) it does not collapse to a point at p = 0 or 1."""
-    if n < 1 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 ≤ successes ≤ n and n ≥ 1, got {successes}, {n}")
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    d = 1 + z * z / n
-    return Interval(p, max(0.0, (centre - half) / d), min(1.0, (centre + half) / d))
+def real_data_fid(n: int = 1000, seed: int = 0) -> float:
+    """FID-MNIST between n random training and n random test images: the real-vs-real reference
+    at this n, without its interval. It is not a floor (a model's samples can score below it by
+    chance). Superseded by ``quality_report(x)["real_fid"]``, which carries its interval."""
+    from .data import mnist_tensors
+
+    key = (int(n), int(seed))
+    if key not in _REAL_FID:
+        g = torch.Generator().manual_seed(seed)
+        xtr, _ = mnist_tensors("train")
+        xte, _ = mnist_tensors("test")
+        if n > len(xte):
+            raise ValueError(f"n must be ≤ {len(xte)} (the test set size), got {n}")
+        a = xtr[torch.randperm(len(xtr), generator=g)[:n]]
+        b = xte[torch.randperm(len(xte), generator=g)[:n]]
+        _REAL_FID[key] = fid_mnist(a, b)
+    return _REAL_FID[key]
+
+
+def reference_images(n: int = 1000, split: str = "test", seed: int = 0) -> torch.Tensor:
+    """n random MNIST images in [0, 1] (the reference set for FID-MNIST of samples)."""
+    from .data import mnist_tensors
+
+    x, _ = mnist_tensors(split)
+    if not 1 <= n <= len(x):
+        raise ValueError(f"n must be in [1, {len(x)}] (the MNIST {split} set's size), got {n}")
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(len(x), generator=g)[:n]]
 
 
 _REFERENCE_OUTPUTS: dict = {}
@@ -653,5 +452,5 @@ def paired_fid_difference(images_a, images_b, reference, n_boot: int = 100, seed
             ir = rng.integers(0, len(fr), len(fr))
             ia, ib = (ir, ir) if paired else (rng.integers(0, len(fa), len(fa)), rng.integers(0, len(fb), len(fb)))
             boot.append(_fid_features(fb[ib], fr[ir]) - _fid_features(fa[ia], fr[ir]))
-    low, high = _shifted_percentiles(np.asarray(boot), value, level)
+    low, high = shifted_percentiles(np.asarray(boot), value, level)
     return Interval(float(value), min(low, value), max(high, value))

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from ldm_edu.data import TensorBatches, mnist_tensors
-from ldm_edu.metrics import CLASSIFIER_PATH, MNISTClassifier
+from ldm_edu.classifier import CLASSIFIER_PATH, MNISTClassifier
 from ldm_edu.train import fit, save_checkpoint, seed_everything
 
 
 def shift(x, y, max_px=2):
     """Random translation by up to ±max_px pixels (padding with background)."""
-    b = x.shape[0]
     pad = F.pad(x, (max_px,) * 4)
     dx, dy = torch.randint(0, 2 * max_px + 1, (2,)).tolist()
     return pad[:, :, dy:dy + 28, dx:dx + 28], y

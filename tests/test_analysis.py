@@ -158,7 +158,7 @@ def test_bootstrap_interval_matches_the_binomial_standard_error():
 
 def test_class_coverage_on_real_digits():
     from ldm_edu.data import mnist_tensors
-    from ldm_edu.metrics import class_histogram
+    from ldm_edu.classifier import class_histogram
     x, y = mnist_tensors("test", limit=1000)
     cov = class_coverage(x)
     h = cov["hist"].numpy()

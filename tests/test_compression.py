@@ -11,7 +11,7 @@ from torch import nn
 from ldm_edu.data import mnist_tensors
 from ldm_edu.dcae import DCAutoencoder
 from ldm_edu.experiments import compression as C
-from ldm_edu.metrics import Interval
+from ldm_edu.intervals import Interval
 from ldm_edu.presets import get_preset
 from ldm_edu.train import History
 
@@ -219,7 +219,8 @@ def test_every_lesson07_network_builds_for_every_preset(name):
 def test_latent_sampler_clips_the_latent_x0_to_the_training_range():
     """With the cosine schedule's ᾱ_T ≈ 2e-9 a poor ε̂ (here: always 0) sends x̂_0 = z_T/√ᾱ_T to ~1e4;
     the lesson's sampler clips x̂_0 to ±clip, so the final latent stays in the training range."""
-    from ldm_edu.diffusion import NoiseSchedule, sample
+    from ldm_edu.diffusion import NoiseSchedule
+    from ldm_edu.sampling import sample
     from ldm_edu.latent import LatentDiffusion
 
     class Zero(nn.Module):

@@ -24,7 +24,8 @@ def _pm(ab, x, x0, t, tp, one_step_beta=False, sqrt=True, python_index=False):
 def test_posterior_mean_solution_is_the_samplers_step():
     """Ex. 2's reference μ̃ with a clipped x̂_0 is ``ddpm_step(..., t_prev, clip_x0=1)`` with z = 0, on a
     strided jump, on the first jump from T and on the last one onto the data (t_prev = −1)."""
-    from ldm_edu.diffusion import NoiseSchedule, ddpm_step, predict_x0
+    from ldm_edu.diffusion import NoiseSchedule, predict_x0
+    from ldm_edu.sampling import ddpm_step
     s = NoiseSchedule(1000, "cosine")
     g = torch.Generator().manual_seed(0)
     x, eps = torch.randn(3, 1, 6, 6, generator=g), torch.randn(3, 1, 6, 6, generator=g)
@@ -38,7 +39,8 @@ def test_posterior_mean_solution_is_the_samplers_step():
 def test_eps_gain_solution_is_the_derivative_of_the_step():
     """Ex. 4's gain is the change of ddpm_step's (unclipped) output per unit change of ε̂, and one full step
     from t = T on the cosine schedule gives 0.999/√0.001 ≈ 31.6 (β_T clipped at 0.999)."""
-    from ldm_edu.diffusion import NoiseSchedule, ddpm_step
+    from ldm_edu.diffusion import NoiseSchedule
+    from ldm_edu.sampling import ddpm_step
     s = NoiseSchedule(1000, "cosine")
     x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     for t, tp in ((999, 998), (999, 946), (500, 450)):

@@ -133,7 +133,7 @@ def test_ldm_sampling_shapes_and_determinism():
 
 def test_ldm_sample_is_the_four_steps():
     """z_T from the generator → the sampler on scaled latents → z / s → decode, mapped to [0, 1]."""
-    from ldm_edu.diffusion import sample
+    from ldm_edu.sampling import sample
     ldm = _ldm(num_classes=10)
     with torch.no_grad():
         ldm.unet.conv_out.weight.normal_(0, 0.05)             # a UNet that does not output ε = 0

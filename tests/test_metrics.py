@@ -1,28 +1,12 @@
-"""The shipped MNIST classifier and the FID-MNIST / IS-MNIST built on it."""
+"""FID-MNIST, KID-MNIST, IS-MNIST, precision/recall and their intervals, on the shipped classifier."""
 import numpy as np
 import pytest
 import torch
 
+from ldm_edu.classifier import class_histogram, classifier_outputs
 from ldm_edu.data import mnist_tensors
-from ldm_edu.metrics import (CLASSIFIER_PATH, class_histogram, classifier_accuracy, fid_mnist,
-                             frechet_distance, inception_score_mnist, load_classifier, real_data_fid)
-
-
-@pytest.fixture(scope="module")
-def test_images():
-    x, y = mnist_tensors("test")
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(x), generator=g)[:2000]
-    return x[idx], y[idx]
-
-
-def test_classifier_checkpoint_is_small_and_accurate(test_images):
-    assert CLASSIFIER_PATH.exists() and CLASSIFIER_PATH.stat().st_size < 2_000_000
-    x, y = test_images
-    assert classifier_accuracy(x, y) >= 0.99
-    clf = load_classifier()
-    assert not clf.training
-    assert clf.features(x[:3]).shape == (3, 128)
+from ldm_edu.intervals import Interval
+from ldm_edu.metrics import fid_mnist, frechet_distance, inception_score_mnist, real_data_fid
 
 
 def test_frechet_distance_closed_form_for_diagonal_gaussians():
@@ -114,16 +98,8 @@ def sets():
     out = {"ref": M.reference_outputs(N, "test", 0), "real": M.reference_outputs(N, "train", 0)}
     for name, x in [("real2", x2), ("half", half), ("blur07", _blur(x2, 0.7)),
                     ("blur10", _blur(x2, 1.0)), ("noise", (x2 + 0.1 * noise).clamp(0, 1))]:
-        out[name] = M.classifier_outputs(x)
+        out[name] = classifier_outputs(x)
     return out
-
-
-def test_interval_format_and_overlap():
-    a, b = M.Interval(12.34, 10.1, 14.6), M.Interval(14.6, 14.6, 20.0)
-    assert str(a) == "12.3 [10.1, 14.6]"
-    assert a.overlaps(b) and b.overlaps(a)                       # touching counts
-    assert not a.overlaps(M.Interval(15.0, 14.7, 16.0))
-    assert str(M.Interval(0.0123, -0.004, 0.029)) == "0.012 [-0.004, 0.029]"
 
 
 def _mmd2_double_loop(x, y):
@@ -194,7 +170,7 @@ def test_fid_interval_value_seed_and_reuse(sets):
     assert iv.value == pytest.approx(fid_mnist(xa, xb), rel=1e-9)       # the point estimate is FID
     assert iv.low < iv.value < iv.high
     # features in, same numbers out (the bootstrap never needs the classifier again)
-    fa, fb = M.classifier_outputs(xa), M.classifier_outputs(xb)
+    fa, fb = classifier_outputs(xa), classifier_outputs(xb)
     assert M.fid_interval(fa, fb.features, n_boot=30, seed=0) == iv
     assert M.fid_interval(fa, fb, n_boot=30, seed=1) != iv              # seeded by its seed
     # the bootstrap's upward bias is removed: the replicates' mean sits far above FID at n = 200,
@@ -251,12 +227,13 @@ def test_mode_dropping_shows_in_recall_not_in_precision(sets):
 
 
 def test_quality_report(sets, monkeypatch):
+    from ldm_edu import classifier
     x = M.reference_images(N, "train", 7)
     q = M.quality_report(x, n_boot=20)
     assert set(q) >= {"fid", "kid", "is", "precision", "recall", "real_fid", "hist", "class_min",
                       "class_max", "n"}
-    assert q["n"] == N and isinstance(q["fid"], M.Interval) and isinstance(q["real_fid"], M.Interval)
-    out = M.classifier_outputs(x)
+    assert q["n"] == N and isinstance(q["fid"], Interval) and isinstance(q["real_fid"], Interval)
+    out = classifier_outputs(x)
     assert q["fid"] == M.fid_interval(out, sets["ref"], n_boot=20) and q["kid"] == M.kid_mnist(out, sets["ref"])
     assert q["real_fid"] == M.fid_interval(sets["real"], sets["ref"], n_boot=20)  # N train vs the N test
     assert q["precision"] == M.precision_recall(out, sets["ref"])["precision"]
@@ -265,8 +242,8 @@ def test_quality_report(sets, monkeypatch):
     assert q["fid"].overlaps(q["real_fid"]) and q["kid"].overlaps(q["real_kid"])
     # the classifier runs once on the samples (references are cached)
     calls = []
-    real_load = M.load_classifier
-    monkeypatch.setattr(M, "load_classifier", lambda *a, **k: calls.append(1) or real_load(*a, **k))
+    real_load = classifier.load_classifier
+    monkeypatch.setattr(classifier, "load_classifier", lambda *a, **k: calls.append(1) or real_load(*a, **k))
     M.quality_report(x, n_boot=20)
     assert len(calls) == 1
 
@@ -317,16 +294,6 @@ def test_precision_recall_intervals_match_the_binomial_for_precision():
     binom = 1.96 * (pr["precision"] * (1 - pr["precision"]) / n) ** 0.5
     assert 0.6 < half / binom < 1.5                # half-sampling ≈ the binomial SE for a mean of indicators
     assert 0 <= iv["recall"].low <= iv["recall"].value <= iv["recall"].high <= 1 and iv["recall"].width > 0
-
-
-def test_wilson_interval_hand_case():
-    from ldm_edu.metrics import wilson_interval
-    iv = wilson_interval(200, 200)                 # p = 1: (1 + z²/2n − z²/2n)/(1 + z²/n) = 1/(1 + 3.8416/200)
-    assert iv.value == 1 and abs(iv.low - 1 / (1 + 1.96 ** 2 / 200)) < 1e-12 and iv.high == 1
-    iv = wilson_interval(150, 200)
-    assert abs(iv.low - 0.6857) < 1e-3 and abs(iv.high - 0.8049) < 1e-3
-    with pytest.raises(ValueError):
-        wilson_interval(3, 2)
 
 
 def test_quality_report_carries_the_new_intervals():

@@ -5,10 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ldm_edu.diffusion import sample_images
 from ldm_edu.experiments.pixel_ddpm import (checkpoint_path, fid_eval_fn, make_schedule, pixel_sampler,
                                             train_or_load_ddpm, workload)
 from ldm_edu.presets import get_preset
+from ldm_edu.sampling import sample_images
 from ldm_edu.train import EMA, load_checkpoint, save_checkpoint
 from ldm_edu.unet import UNet, unet_from_config
 
@@ -104,7 +104,7 @@ def test_workload_counts_every_part(name):
 
 def _result(method, steps, fid, seconds, half=1.0):
     from ldm_edu.experiments.pixel_ddpm import SamplerResult
-    from ldm_edu.metrics import Interval
+    from ldm_edu.intervals import Interval
     report = {"fid": Interval(fid, fid - half, fid + half), "n": 1000}
     return SamplerResult(f"{method.upper()}", method, steps, report, seconds, torch.zeros(1, 1, 28, 28))
 
@@ -150,7 +150,8 @@ def test_describe_clipping_follows_the_data():
 
 
 def test_eps_error_gain_hand_values_and_the_library_step():
-    from ldm_edu.diffusion import NoiseSchedule, ddpm_step
+    from ldm_edu.diffusion import NoiseSchedule
+    from ldm_edu.sampling import ddpm_step
     from ldm_edu.experiments.pixel_ddpm import eps_error_gain, respaced_jumps
     s = NoiseSchedule(1000, "cosine")
     # one full step from t = T: β_T clipped at 0.999, so gain = 0.999/√0.001 /√(1 − ᾱ_T) ≈ 31.59
@@ -219,7 +220,7 @@ def test_describe_loss_spike():
 
 def test_guidance_text_follows_the_intervals():
     from ldm_edu.experiments.pixel_ddpm import SamplerResult, describe_guidance
-    from ldm_edu.metrics import Interval
+    from ldm_edu.intervals import Interval
 
     def res(fid, p, r):
         rep = {"fid": Interval(fid, fid - 8, fid + 8), "n": 200, "precision_interval": Interval(p, p - .04, p + .04),
@@ -235,7 +236,7 @@ def test_guidance_text_follows_the_intervals():
 
 def _row(eta, steps, fid, low, high, seconds, ref=(4.5, 1.7, 8.5), **extra):
     from ldm_edu.experiments.pixel_ddpm import StepsResult
-    from ldm_edu.metrics import Interval
+    from ldm_edu.intervals import Interval
     report = {"fid": Interval(fid, low, high), "n": 1000, "real_fid": Interval(*ref), **extra}
     return StepsResult(f"η = {eta}", "ddpm" if eta == 1 else "ddim", steps, report, seconds,
                        torch.zeros(1, 1, 28, 28), eta=float(eta))
@@ -251,7 +252,7 @@ def _cpu_run():
 
 def test_steps_to_reach_uses_the_target_interval():
     from ldm_edu.experiments.pixel_ddpm import _inside_from, _steps_to_reach
-    from ldm_edu.metrics import Interval
+    from ldm_edu.intervals import Interval
     rows = [_row(0, 10, 28.3, 24.2, 34.0, 9.6), _row(0, 20, 21.1, 17.8, 25.6, 20.1), _row(0, 50, 20.7, 17.3, 25.0, 52.1)]
     # the target 20.7 [17.3, 25.0]: 21.1 lies inside it, so 20 steps reach it (a point rule would need 50)
     assert _steps_to_reach(rows, Interval(20.7, 17.3, 25.0)).steps == 20
@@ -293,7 +294,7 @@ def test_describe_steps_table_tests_the_noise_explanation_with_a_middle_eta():
 
 def test_describe_steps_table_names_what_eta_0_loses():
     from ldm_edu.experiments.pixel_ddpm import describe_steps_table
-    from ldm_edu.metrics import Interval
+    from ldm_edu.intervals import Interval
     pr = lambda p, r: {"precision_interval": Interval(p, p - 0.02, p + 0.02),
                        "recall_interval": Interval(r, r - 0.02, r + 0.02)}
     rows = _cpu_run()[:-2] + [_row(1, 50, 5.4, 2.8, 8.1, 53.4, **pr(0.84, 0.88)),

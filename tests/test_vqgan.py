@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ldm_edu.latent import FirstStage
-from ldm_edu.metrics import MNISTClassifier
+from ldm_edu.classifier import MNISTClassifier
 from ldm_edu.movq import MoVQFirstStage
 from ldm_edu.dcae import DCAutoencoder
 from ldm_edu.train import fit

@@ -65,7 +65,7 @@ def test_beta_explorer_rerenders_on_slider_move(tiny_sweep):
 
 
 def test_class_histogram_figure_draws_one_bar_group_per_set():
-    from ldm_edu.viz import class_histogram_figure
+    from ldm_edu.quality_figures import class_histogram_figure
     flat = torch.full((10,), 0.1, dtype=torch.float64)
     peaked = torch.zeros(10, dtype=torch.float64)
     peaked[8] = 1.0

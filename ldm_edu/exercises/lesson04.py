@@ -81,7 +81,7 @@ def solution_posterior_mean(alpha_bars: torch.Tensor, x_t: torch.Tensor, x0_hat:
 
         μ̃ = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t.
 
-    With x̂_0 clipped this is ``diffusion.ddpm_step(..., t_prev=t_prev, clip_x0=c)``'s mean."""
+    With x̂_0 clipped this is ``sampling.ddpm_step(..., t_prev=t_prev, clip_x0=c)``'s mean."""
     ab, ab_prev = alpha_bars[t], _abar_at(alpha_bars, t_prev)
     alpha = ab / ab_prev
     return ab_prev.sqrt() * (1 - alpha) / (1 - ab) * x0_hat + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * x_t

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import torch
 
 from . import guarded
-from ..diffusion import NoiseSchedule, ddim_step
+from ..diffusion import NoiseSchedule
+from ..sampling import ddim_step
 
 __all__ = ["solution_latent_shape", "check_latent_shape", "solution_scale_factor", "check_scale_factor",
            "solution_log_snr", "check_log_snr", "solution_guided_sample", "check_guided_sample"]

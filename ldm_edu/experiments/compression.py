@@ -24,13 +24,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..classifier import classifier_outputs
 from ..data import TensorBatches
 from ..dcae import DCAutoencoder, dcae_loss
-from ..diffusion import sample_images
 from ..latent import FirstStage, LatentDiffusion, encode_dataset, first_stage_loss, latent_scale_factor
-from ..metrics import (Interval, classifier_outputs, fid_interval, paired_fid_difference, psnr, quality_report,
-                       reference_outputs)
+from ..intervals import Interval
+from ..metrics import fid_interval, paired_fid_difference, psnr, quality_report, reference_outputs
 from ..movq import MoVQFirstStage, movq_loss
+from ..sampling import sample_images
 from ..train import History, fit
 from ..vqgan import VQGANLoss, vqgan_loss_fn
 from .latent_diffusion import latent_unet, train_latent_ddpm, unet_step_flops
@@ -578,7 +579,7 @@ class CourseRow:
 def is_interval(images01: torch.Tensor, n_boot: int = 100, seed: int = 0, level: float = 0.95) -> Interval:
     """IS-MNIST (Salimans et al. 2016, the shipped classifier) with a bootstrap percentile interval over
     samples: resample the images' class probabilities with replacement ``n_boot`` times."""
-    from ..metrics import classifier_probs
+    from ..classifier import classifier_probs
     p = classifier_probs(images01).clamp_min(1e-12)
 
     def score(q):
@@ -796,7 +797,7 @@ def course_table_caption(rows: list[CourseRow]) -> str:
 def rank_rows(rows: list[CourseRow], seed: int = 0) -> tuple[CourseRow, list[tuple[CourseRow, Interval]]]:
     """The row with the lowest FID, and for every other row ΔFID = FID(row) − FID(best) with a bootstrap
     interval on the shared test reference (``metrics.paired_fid_difference(paired=False)``)."""
-    from ..metrics import classifier_outputs as co
+    from ..classifier import classifier_outputs as co
     best = min(rows, key=lambda r: r.quality["fid"].value)
     ref = reference_outputs(best.n, "test", seed)
     fb = co(best.samples)

@@ -3,7 +3,7 @@
 Lesson 04 trains it and saves ``lessons/checkpoints/ddpm_<preset>.pt``; lesson 05 calls the same
 ``train_or_load_ddpm(preset)`` and gets the saved model back (or trains it, if lesson 04 was not
 run). Images live in [-1, 1] for the network (``to_signed``) and in [0, 1] for the metrics;
-many images come from ``diffusion.sample_images(pixel_sampler(...), n)``.
+many images come from ``sampling.sample_images(pixel_sampler(...), n)``.
 """
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from pathlib import Path
 
 import torch
 
+from ..classifier import classifier_accuracy
 from ..data import TensorBatches, from_signed, mnist_tensors
-from ..diffusion import NoiseSchedule, diffusion_batches_loss, sample, sample_images
-from ..metrics import Interval, classifier_accuracy, quality_report, wilson_interval
+from ..diffusion import NoiseSchedule, diffusion_batches_loss
+from ..intervals import Interval, wilson_interval
+from ..metrics import quality_report
 from ..nn import training_step_flops
+from ..sampling import sample, sample_images
 from ..train import (EMA, CheckpointMismatch, History, fit, load_checkpoint, load_history, save_checkpoint,
                      seed_everything)
 from ..unet import UNet, unet_from_config
@@ -37,7 +40,7 @@ def _autocast(device, amp: bool):
 def pixel_sampler(model, schedule: NoiseSchedule, method: str = "ddpm", steps: int | None = None,
                   amp: bool = False, **sample_kwargs):
     """A ``sample_fn(k, y, generator)`` for ``sample_images``: k digits in [0, 1] (k, 1, 28, 28) from
-    ``diffusion.sample(model, schedule, ..., method, steps, **sample_kwargs)`` (eta, guidance,
+    ``sampling.sample(model, schedule, ..., method, steps, **sample_kwargs)`` (eta, guidance,
     clip_x0, variance, t_max, progress), under bf16 autocast on CUDA when ``amp``."""
     device = next(model.parameters()).device
     sample_kwargs.setdefault("progress", False)
