@@ -22,7 +22,7 @@ lab: $(STAMP)
 # Chromium (tests/test_browser.py) and the static site (tests/test_site.py), and every lesson
 # through nbval. -rs prints why a test was skipped (e.g. no Chromium when not root).
 test: $(STAMP) browser-deps html-deps
-	TQDM_DISABLE=1 LDM_EDU_PRESET=tiny MPLBACKEND=Agg $(PY) -m pytest -q -rs tests/ \
+	TQDM_DISABLE=1 LDM_EDU_PRETRAINED= LDM_EDU_PRESET=tiny MPLBACKEND=Agg $(PY) -m pytest -q -rs tests/ \
 		--nbval-lax --nbval-current-env lessons/ -p no:cacheprovider
 
 unit: $(STAMP)
@@ -76,7 +76,7 @@ pretrain: $(STAMP)
 	$(PY) -m ldm_edu.pretrain $(LESSONS)
 
 notebooks: $(STAMP)
-	TQDM_DISABLE=1 LDM_EDU_PRESET=tiny MPLBACKEND=Agg $(PY) -m pytest -q --nbval-lax --nbval-current-env lessons/
+	TQDM_DISABLE=1 LDM_EDU_PRETRAINED= LDM_EDU_PRESET=tiny MPLBACKEND=Agg $(PY) -m pytest -q --nbval-lax --nbval-current-env lessons/
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
