@@ -444,8 +444,12 @@ def test_ranking_text_adds_the_plain_samplers_when_the_best_is_tuned():
         r.n = 100
     t = C.ranking_text(rows)
     assert t.startswith("Lowest FID-MNIST: **tuned**") and "among the rows sampled without guidance" in t
-    assert "the lowest is **plain good**" in t
+    assert "the lowest is **plain good**" in t and "not separated from" not in t.split("It is")[1]
     assert "among the rows" not in C.ranking_text(rows[1:])
+    twin = _row("plain twin", 1, 6.5, x[50:150])            # overlapping interval, same distribution: bootstrapped, tied
+    twin.n = 100
+    t = C.ranking_text(rows + [twin])
+    assert "the lowest is **plain good**" in t and "not separated from plain twin" in t.split("It is")[1]
     assert rows[0].label == "tuned" and C.CourseRow("long name", "0", 1, 1.0, 1.0, 1, {}, None, short="s").label == "s"
 
 
