@@ -305,14 +305,26 @@ class LatentDiffusion(nn.Module):
         # 3.-4. z / s, then the decoder
         return self.decode(z) if decode else z
 
-    def sampler(self, steps: int | None = 50, method: str = "ddim", guidance: float = 1.0, eta: float = 0.0):
+    def sampler(self, steps: int | None = 50, method: str = "ddim", guidance: float = 1.0, eta: float = 0.0,
+                clip_count: dict | None = None):
         """``sample`` as a ``sample_fn(k, y, generator)`` for ``sampling.sample_images`` (the course's one
-        batched, seeded, timed image sampler): k images in [0, 1] for the labels y (or None)."""
+        batched, seeded, timed image sampler): k images in [0, 1] for the labels y (or None).
+
+        ``clip_count``: a dict that each call adds to — "at_bound" (entries of the sampled latents z_0 at
+        the clip bound, |z_0| = ``clip_x0``, i.e. where the sampler wanted to go further out than any
+        training latent), "total" (entries) and "sum_sq" (Σ z_0², for their RMS). The images are the
+        same as without it: the latents are sampled, counted, then decoded."""
         device = next(self.unet.parameters()).device
 
         def sample_fn(k, y, generator):
-            return self.sample(k, y=None if y is None else y.to(device), guidance=guidance, steps=steps,
-                               method=method, eta=eta, generator=generator)
+            z = self.sample(k, y=None if y is None else y.to(device), guidance=guidance, steps=steps,
+                            method=method, eta=eta, generator=generator, decode=False)
+            if clip_count is not None:
+                at_bound = 0 if self.clip_x0 is None else int((z.abs() >= self.clip_x0).sum())
+                clip_count["at_bound"] = clip_count.get("at_bound", 0) + at_bound
+                clip_count["total"] = clip_count.get("total", 0) + z.numel()
+                clip_count["sum_sq"] = clip_count.get("sum_sq", 0.0) + float(z.double().pow(2).sum())
+            return self.decode(z)
         return sample_fn
 
     def sample_progressive(self, n: int, y=None, guidance: float = 1.0, steps: int | None = 50,

@@ -187,8 +187,8 @@ class CompressionConfig:
     loss vs L1 + perceptual + PatchGAN (the discriminator trains from the branch's first step, its
     gradient reaches the decoder after ``disc_start``). MoVQ: VQ-f first stage, GroupNorm vs spatial
     norm, ``movq_steps`` each. DC-AE: plain vs residual autoencoder at each f in ``dc_fs``, ``dc_steps``
-    each. Stage 2: each LDM gets ``ldm_gflop`` of training compute, at most ``ldm_max_steps`` steps (the cap
-    bites on the smaller latents: those pairs get equal steps, not equal compute), and is sampled with
+    each. Stage 2: each LDM gets ``ldm_gflop`` of training compute, at most ``ldm_max_steps`` steps (where the
+    cap binds — on cpu for every latent — the LDMs get equal steps, not equal compute), and is sampled with
     ``sample_method`` at ``sample_steps``.
     f = 8 for the first two: at f = 4 MNIST reconstructions are already near-perfect for the classifier."""
     n_train: int = 10000           # training images (first stages and the LDMs' latents)
@@ -220,8 +220,9 @@ class CompressionConfig:
     # downstream LDMs
     unet_ch: int = 16
     unet_ch_mult: tuple = (1, 2)
-    ldm_gflop: float = 380.0       # ≈ 1 000 steps of the 4×4×4 latent's UNet at batch 64; the smaller
-    ldm_max_steps: int = 850       # latents hit this cap: equal steps then, not equal compute (the lesson says which)
+    ldm_gflop: float = 380.0       # ≈ 1 350 steps of the 4×4×4 latent's UNet at batch 48 (282 GFLOP per 1 000 steps),
+    ldm_max_steps: int = 850       # so on cpu this cap binds for EVERY latent: equal steps, not equal compute (the
+                                   # lesson's budget sentence says so from the runs)
     sample_method: str = "ddpm"    # strided ancestral, x̂₀ clipped: the course's best 20-step sampler (lessons 04–06)
     sample_steps: int = 20
     n_fid: int = 1000

@@ -283,3 +283,185 @@ def test_collapse_ratio_tells_a_mean_image_from_a_working_autoencoder():
     assert C.collapse_ratio(ok) == pytest.approx(1.0, abs=0.05)
     assert C.collapse_ratio(mean_image) < 1e-6
     assert C.collapse_ratio(C.StageEval(torch.zeros(1), None, orig)) is None      # no originals: no verdict
+
+
+# ----------------------------------------------------------------------------- review round 2 (issue 14)
+def _history(losses, start=0, **metrics):
+    h = History()
+    for i, v in enumerate(losses):
+        h.log(start + i, v, **{k: m[i] for k, m in metrics.items()})
+    return h
+
+
+def test_loss_drop_and_first_step_below_by_hand():
+    h = _history([10, 9, 8, 7, 6, 5, 4, 3, 2, 1])
+    assert C.loss_drop(h, frac=0.2, window=1) == pytest.approx((3 - 1) / 3)     # entries 7 → 9
+    assert C.loss_drop(_history([4.0] * 10), window=1) == 0.0
+    base = _history([5.0] * 10)
+    new = _history([6, 6, 6, 4, 6, 4, 4, 4, 4, 4])
+    assert C.first_step_below(base, new, window=1) == 5                           # below from entry 5 to the end
+    assert C.first_step_below(new, base, window=1) is None                         # ends above
+    assert C.first_step_below(base, _history([1.0] * 10), window=1) == 0
+    with pytest.raises(ValueError):
+        C.first_step_below(base, _history([1.0] * 9), window=1)
+
+
+def test_dc_curve_text_reads_the_curves():
+    def stage(key, losses):
+        return C.StageRun(key, key, "DC", DCAutoencoder(f=16, latent_ch=16, ch=8, max_ch=16), _history(losses),
+                          steps=len(losses), seconds=1.0)
+    falling = [100 * 0.9 ** i for i in range(50)]
+    flat = [50.0] * 50
+    stages = {"dc-f16-plain": stage("p", flat), "dc-f16-res": stage("r", falling),
+              "dc-f32-plain": stage("p", falling), "dc-f32-res": stage("r", [2 * v for v in falling])}
+    t = C.dc_curve_text(stages, (16, 32), window=1)
+    assert "the residual run was still improving" in t[16] and "holds for 50 steps only" in t[16]
+    assert "stays below the plain arm's from step 7 on" in t[16]                  # 100·0.9^7 ≈ 47.8 < 50
+    assert "Both f = 32 runs were still improving" in t[32] and "ends above" in t[32]
+
+
+def test_discriminator_gap_by_hand():
+    """Gaps 1, 3, 1, 3 … from step 2 on (the steps before are left out); blocks of 2 have mean 2 exactly, so
+    the block s.e. is 0 while the naive one would not be."""
+    real = [9.0, 9.0] + [1.0, 3.0] * 4
+    fake = [0.0] * 10
+    h = _history([0.0] * 10, d_real=real, d_fake=fake)
+    gap, se = C.discriminator_gap(h, from_step=2, block=2)
+    assert gap == pytest.approx(2.0) and se == pytest.approx(0.0)
+    assert "not separated from 0" in C.discriminator_gap_text(_history([0.0] * 40, d_real=[0.1, -0.1] * 20,
+                                                                       d_fake=[0.0] * 40), 0)
+    weak = C.discriminator_gap_text(_history([0.0] * 40, d_real=[0.3] * 40, d_fake=[0.0] * 40), 0)
+    assert "0.30 ± 0.00" in weak and "weak" in weak
+    assert "told them apart" in C.discriminator_gap_text(_history([0.0] * 40, d_real=[1.0] * 40,
+                                                                  d_fake=[-1.0] * 40), 0)
+
+
+def test_excess_kurtosis_by_hand():
+    assert C.excess_kurtosis(torch.tensor([-1.0, 1.0] * 50)) == pytest.approx(-2.0)   # coin flips: 1/1 − 3
+    g = torch.Generator().manual_seed(0)
+    assert abs(C.excess_kurtosis(torch.randn(200000, generator=g))) < 0.05
+    spiky = torch.zeros(1000)
+    spiky[0] = 1.0                                                                   # one entry far out
+    assert C.excess_kurtosis(spiky) > 100
+
+
+def test_sampler_counts_latents_at_the_clip_bound_without_changing_them():
+    """A model whose ε̂ = −10⁶·sign(x_t) sends every x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ far past ±3 at every step, so
+    every sampled entry ends on the clip bound (and Σz² = 9 per entry). The images are the same with and
+    without counting."""
+    from ldm_edu.diffusion import NoiseSchedule
+    from ldm_edu.latent import LatentDiffusion
+
+    class Outward(nn.Module):
+        num_classes = 10
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x, t, y=None):
+            return -1e6 * self.w * torch.sign(x)
+
+    ae = DCAutoencoder(f=16, latent_ch=16, ch=8, max_ch=16)
+    ldm = LatentDiffusion(ae, Outward(), NoiseSchedule(1000, "cosine"), scale_factor=1.0, clip_x0=3.0)
+    count = {}
+    a = ldm.sampler(steps=5, method="ddpm", clip_count=count)(4, torch.arange(4), torch.Generator().manual_seed(1))
+    b = ldm.sampler(steps=5, method="ddpm")(4, torch.arange(4), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert count["total"] == 4 * 16 * 2 * 2 and count["at_bound"] == count["total"]
+    assert count["sum_sq"] == pytest.approx(9.0 * count["total"])
+    run = C.LDMRun(ldm, History(), 1, 1.0, 1.0, clip_count=count, latent_kurtosis=0.5)
+    assert run.clip_share == 1.0 and run.sample_rms == pytest.approx(3.0)
+    md = C.latent_range_table({"a": _stage("a", "A")}, {"a": run})
+    assert "| a | 1 | 3.00 | 0.5 | 3.00 | 100.0% |" in md and "LDM on a (100%) sit on the clip bound more than 1%" in md
+    quiet = C.LDMRun(ldm, History(), 1, 1.0, 1.0, clip_count={"at_bound": 0, "total": 10, "sum_sq": 10.0},
+                     latent_kurtosis=8.0)
+    md = C.latent_range_table({"a": _stage("a", "A")}, {"a": quiet})
+    assert "No LDM's sampled latents sit on the clip bound" in md and "Heavy-tailed latents" in md
+    class Itself(Outward):                        # ε̂ = x_t: x̂_0 = x_t (1 − √(1−ᾱ))/√ᾱ stays near 0, far inside ±3
+        def forward(self, x, t, y=None):
+            return x * self.w
+    wide = LatentDiffusion(ae, Itself(), ldm.schedule, scale_factor=1.0, clip_x0=3.0)
+    none = {}
+    wide.sampler(steps=5, method="ddpm", clip_count=none)(4, torch.arange(4), torch.Generator().manual_seed(1))
+    assert none["at_bound"] == 0 and none["total"] == 256
+    noisy = C.decode_noisy_latents(run, torch.zeros(3, 1, 28, 28), sigma=0.5)
+    assert noisy.shape == (3, 1, 28, 28) and 0 <= noisy.min() and noisy.max() <= 1
+
+
+def test_recipe_split_text_names_which_part_gained():
+    n = 200
+    p = [25.0] * n
+    e_l2, e_l1, e_rec = _eval(p, Interval(1, 0, 2), 1.0), _eval(p, Interval(1, 0, 2), 0.5), _eval(p, Interval(1, 0, 2), 0.5)
+    t = C.recipe_split_text(e_l2, e_l1, e_rec)
+    assert "The measured gain is the L1 switch's" in t and "-0.75" in t       # 0.25 − 1 = −0.75 twice
+    t = C.recipe_split_text(e_l2, _eval(p, Interval(1, 0, 2), 0.7), _eval(p, Interval(1, 0, 2), 0.3))
+    assert "Both parts contribute" in t
+    t = C.recipe_split_text(e_l2, _eval(p, Interval(1, 0, 2), 1.0), e_rec)
+    assert "The gain is the perceptual and adversarial terms'" in t
+
+
+def test_sharper_only_past_the_practical_threshold():
+    """Finding 7d: a measurable edge gain below SHARPER is reported as 'edges N % stronger', not 'sharper'."""
+    t = _recipe_text(-1.0, (1.0, 0.3), 0.01)
+    assert "sharper, less averaged" not in t and "% stronger" in t and "not a visible sharpening" in t
+    assert "sharper, less averaged" in _recipe_text(-1.0, (1.0, 0.3), C.SHARPER + 0.01)
+
+
+def test_budget_text_says_the_cap_bound_everywhere_and_latents_sort_by_f():
+    stages = {"a": _stage("a", "A"), "b": C.StageRun("b", "B", "X", DCAutoencoder(f=8, latent_ch=4, ch=8, max_ch=16),
+                                                      History(), 1, 1.0)}
+    runs = {"a": C.LDMRun(None, History(), 1000, 1e8, 1.0, batch_size=48),
+            "b": C.LDMRun(None, History(), 1000, 4e8, 1.0, batch_size=48)}
+    t = C.ldm_budget_text(stages, runs, cap=1000, gflop_budget=800)
+    assert "cap bound for every latent" in t and "2,000–8,000 steps" in t
+    assert "cap bit" in C.ldm_budget_text(stages, runs, cap=1000, gflop_budget=200)   # 500 steps < cap for one
+    f16_first = {"x": _stage("x", "X"), "y": stages["b"]}          # f = 16 listed first, then f = 8: both 64 numbers
+    assert "(latents 4×4×4, 16×2×2;" in C.latent_size_text(f16_first)
+
+
+def _row(model, secs, fid, samples=None, plain=True, lesson="04–05", sampler="ancestral DDPM (η = 1, strided), 20 steps"):
+    return C.CourseRow(model, lesson, 1, 1.0, secs, 1000, {"fid": Interval(fid, fid - 1, fid + 1)}, Interval(9, 8, 10),
+                       samples=samples, sampler=sampler, plain_sampling=plain)
+
+
+def test_sampling_speed_text_names_a_fastest_only_past_the_margin():
+    ldm_s = "ancestral DDPM (η = 1, strided), 20 steps, x̂₀ clipped, w = 1, + decoder"
+    rows = [_row("pixel DDPM", 13.6, 1, sampler="ancestral DDPM (η = 1, strided), 20 steps, x̂₀ clipped, w = 1"),
+            _row("LDM a", 1.13, 1, lesson="06–07", sampler=ldm_s), _row("LDM b", 1.24, 1, lesson="06–07", sampler=ldm_s),
+            _row("VAE", 0.01, 1, sampler="z ~ N(0, I), one decoder pass, unconditional")]
+    t = C.sampling_speed_text(rows)
+    assert "none is named fastest" in t and "11–12× faster than the pixel DDPM" in t and "1.1–1.2 s" in t
+    rows[2] = _row("LDM b", 2.0, 1, lesson="06–07", sampler=ldm_s)
+    assert "Fastest of the iterative samplers: **LDM a**" in C.sampling_speed_text(rows)
+
+
+def test_ranking_text_adds_the_plain_samplers_when_the_best_is_tuned():
+    x, _ = mnist_tensors("test", limit=200)
+    noisy = (x + 0.5 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    rows = [_row("tuned", 1, 5.0, x[:100], plain=False), _row("plain good", 1, 6.0, x[100:200]),
+            _row("plain bad", 1, 50.0, noisy[:100])]
+    for r in rows:
+        r.n = 100
+    t = C.ranking_text(rows)
+    assert t.startswith("Lowest FID-MNIST: **tuned**") and "among the rows sampled without guidance" in t
+    assert "the lowest is **plain good**" in t and "not separated from" not in t.split("It is")[1]
+    assert "among the rows" not in C.ranking_text(rows[1:])
+    twin = _row("plain twin", 1, 6.5, x[50:150])            # overlapping interval, same distribution: bootstrapped, tied
+    twin.n = 100
+    t = C.ranking_text(rows + [twin])
+    assert "the lowest is **plain good**" in t and "not separated from plain twin" in t.split("It is")[1]
+    assert rows[0].label == "tuned" and C.CourseRow("long name", "0", 1, 1.0, 1.0, 1, {}, None, short="s").label == "s"
+
+
+def test_l1_control_leaves_the_two_arms_unchanged():
+    """The L1-only copy trains last, so the L2 and recipe arms are bit-identical with and without it."""
+    cfg = get_preset("tiny", device="cpu").compression
+    x, _ = mnist_tensors("train", limit=64, scale="signed")
+    a = C.train_vqgan_pair(x, cfg, seed=0, progress=False)
+    b = C.train_vqgan_pair(x, cfg, seed=0, progress=False, l1_control=True)
+    assert set(b) == {"kl-l2", "kl-gan", "kl-l1"} and "perceptual" not in b["kl-l1"].history.metrics
+    for k in ("kl-l2", "kl-gan"):
+        sa, sb = a[k].ae.state_dict(), b[k].ae.state_dict()
+        assert all(torch.equal(sa[n], sb[n]) for n in sa)
+    assert C.make_l1_loss().gan_on(10 ** 6) is False and C.make_l1_loss().perceptual_weight == 0

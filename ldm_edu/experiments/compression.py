@@ -77,26 +77,40 @@ def make_vqgan_loss(cfg) -> VQGANLoss:
                      d_start=0, rec="l1", disc_ch=cfg.disc_ch, disc_layers=cfg.disc_layers)
 
 
-def train_vqgan_pair(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, live_plot=False) -> dict:
+def make_l1_loss() -> VQGANLoss:
+    """The recipe's reconstruction term alone: Σ|x − x̂| per image (no perceptual term, no GAN): the
+    control that separates the L2 → L1 switch from what the perceptual and adversarial terms add."""
+    return VQGANLoss(perceptual_weight=0.0, disc_weight=0.0, rec="l1")
+
+
+def train_vqgan_pair(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, live_plot=False,
+                     l1_control: bool = False) -> dict:
     """Lesson 06's KL first stage, then two copies: its own loss vs the VQGAN/LDM recipe (see module doc).
 
     1. warm-up: ``FirstStage(f, latent_ch, ch, reg="kl")`` trained ``cfg.warmup_steps`` with lesson 06's
        loss at a constant learning rate;
     2. copy A continues ``cfg.gan_steps`` with the same loss (cosine-decayed learning rate);
     3. copy B trains ``cfg.gan_steps`` with L1 + perceptual + PatchGAN, λ adaptive (same schedule); its
-       discriminator trains from the first of these steps and its gradient is added after ``cfg.disc_start``.
-    Returns {"kl-l2": StageRun, "kl-gan": StageRun}; seconds include the shared warm-up."""
+       discriminator trains from the first of these steps and its gradient is added after ``cfg.disc_start``;
+    4. with ``l1_control``, copy C trains ``cfg.gan_steps`` with the L1 term alone (``make_l1_loss``), same
+       batches and schedule as B (trained last, so A and B are the same with or without it).
+    Returns {"kl-l2": StageRun, "kl-gan": StageRun[, "kl-l1": StageRun]}; seconds include the shared warm-up."""
     torch.manual_seed(seed)
     base = FirstStage(f=cfg.f, latent_ch=cfg.latent_ch, ch=cfg.ch, reg="kl", kl_weight=cfg.kl_weight).to(x.device)
     warm = _fit(base, first_stage_loss, x, cfg.warmup_steps, cfg, seed, f"KL-f{cfg.f}: warm-up (lesson 06 loss)",
                 progress, cosine=False, live_plot=live_plot)
     runs = {}
-    for key, label, loss_fn in (("kl-l2", "lesson 06 loss (L2 + KL)", first_stage_loss),
-                                ("kl-gan", "VQGAN recipe (L1 + perceptual + GAN)", None)):
+    arms = [("kl-l2", "lesson 06 loss (L2 + KL)", None),                      # None: lesson 06's loss
+            ("kl-gan", "VQGAN recipe (L1 + perceptual + GAN)", lambda: make_vqgan_loss(cfg))]
+    if l1_control:
+        arms.append(("kl-l1", "L1 only (+ KL)", make_l1_loss))
+    for key, label, make_loss in arms:
         ae = copy.deepcopy(base)
-        if loss_fn is None:
+        if make_loss is None:
+            loss_fn = first_stage_loss
+        else:
             torch.manual_seed(seed + 1)
-            loss_fn = vqgan_loss_fn(make_vqgan_loss(cfg).to(x.device), lr=cfg.lr)
+            loss_fn = vqgan_loss_fn(make_loss().to(x.device), lr=cfg.lr)
         hist = _fit(ae, loss_fn, x, cfg.gan_steps, cfg, seed + 1, f"KL-f{cfg.f}: {label}", progress,
                     live_plot=live_plot)
         runs[key] = StageRun(key, label, "VQGAN recipe", ae.eval(), hist, cfg.warmup_steps + cfg.gan_steps,
@@ -131,6 +145,79 @@ def train_dcae_runs(x: torch.Tensor, cfg, seed: int = 0, progress: bool = True, 
             key = f"dc-f{f}-{'res' if residual else 'plain'}"
             runs[key] = StageRun(key, name, f"DC-AE f={f}", ae.eval(), hist, cfg.dc_steps, hist.seconds)
     return runs
+
+
+# ----------------------------------------------------------------------------- reading the training curves
+def loss_drop(history: History, frac: float = 0.2, window: int = 10) -> float:
+    """Relative drop of the smoothed loss (``History.smoothed``, moving mean of ``window`` logged values)
+    over the last ``frac`` of the logged steps: (L_start − L_end) / L_start, L_start at the entry
+    ⌈(1 − frac)·n⌉ − 1. 0.3 = the loss fell 30 % in that stretch (still improving); ≈ 0 = flat."""
+    y = history.smoothed("loss", window)
+    if len(y) < 2:
+        raise ValueError("need at least two logged losses")
+    start = min(len(y) - 2, max(0, math.ceil((1 - frac) * len(y)) - 1))
+    return float((y[start] - y[-1]) / abs(y[start]))
+
+
+def first_step_below(base: History, new: History, window: int = 10) -> int | None:
+    """The first logged step from which ``new``'s smoothed loss stays below ``base``'s to the end
+    (both logged at the same steps); None if it is not below at the last step."""
+    a, b = base.smoothed("loss", window), new.smoothed("loss", window)
+    if len(a) != len(b) or list(base.steps) != list(new.steps):
+        raise ValueError("the two histories must be logged at the same steps")
+    below = b < a
+    if not below[-1]:
+        return None
+    i = len(below) - 1
+    while i > 0 and below[i - 1]:
+        i -= 1
+    return int(base.steps[i])
+
+
+def dc_curve_text(stages: dict, fs, frac: float = 0.2, window: int = 10) -> dict:
+    """For each f: one sentence read off the plain and residual arms' training curves (``loss_drop`` over
+    the last ``frac`` of the steps; ``first_step_below``), saying whether the runs were still improving
+    when they stopped — the verdict is then a snapshot at this step count — and from which step the
+    residual arm stayed ahead, if it did. Returns {f: sentence}."""
+    out = {}
+    for f in fs:
+        p, r = stages[f"dc-f{f}-plain"], stages[f"dc-f{f}-res"]
+        dp, dr = loss_drop(p.history, frac, window), loss_drop(r.history, frac, window)
+        k = round(frac * p.steps)
+        still = [name for name, d in (("plain", dp), ("residual", dr)) if d > 0.05]
+        change = f"the smoothed loss changed {-dp:+.0%} / {-dr:+.0%}, plain / residual, over the last {k} steps"
+        if len(still) == 2:
+            txt = (f"Both f = {f} runs were still improving when they stopped ({change}): the verdict holds for "
+                   f"{p.steps} steps only.")
+        elif still:
+            txt = (f"At f = {f} the {still[0]} run was still improving when it stopped, the other had flattened "
+                   f"({change}): the verdict holds for {p.steps} steps only.")
+        else:
+            txt = f"Both f = {f} runs had flattened ({change})."
+        s = first_step_below(p.history, r.history, window)
+        if s is None:
+            txt += " The residual arm's loss ends above the plain arm's."
+        elif s <= p.history.steps[0]:
+            txt += " The residual arm's loss is below the plain arm's throughout."
+        else:
+            txt += f" The residual arm's loss stays below the plain arm's from step {s} on."
+        out[f] = txt
+    return out
+
+
+def discriminator_gap(history: History, from_step: int, block: int = 10) -> tuple[float, float]:
+    """Mean of D(x) − D(x̂) (the logged mean logits "d_real", "d_fake") over the steps ≥ ``from_step``
+    (the GAN-on steps), and its standard error from the means of consecutive blocks of ``block`` logged
+    steps (neighbouring steps are correlated: the s.e. of block means is honest, the naive one is not).
+    How well the discriminator told real from reconstructed while its gradient reached the decoder."""
+    real, fake = history.metrics["d_real"], history.metrics["d_fake"]
+    steps = history.steps[len(history.steps) - len(real):]            # logged from some step on
+    gap = torch.tensor([r - f for st, r, f in zip(steps, real, fake) if st >= from_step], dtype=torch.float64)
+    if len(gap) < 2:
+        raise ValueError(f"fewer than two logged steps at or after step {from_step}")
+    nb = len(gap) // block
+    means = gap[:nb * block].reshape(nb, block).mean(1) if nb >= 2 else gap
+    return float(gap.mean()), float(means.std() / math.sqrt(len(means)))
 
 
 # ----------------------------------------------------------------------------- stage-1 measurements
@@ -232,6 +319,20 @@ class LDMRun:
     features: object = None          # ClassifierOutputs of the samples
     sampler: str = ""                # e.g. "ancestral DDPM, 20 steps"
     batch_size: int = 0
+    latent_kurtosis: float = float("nan")    # excess kurtosis of the scaled training latents z·s
+    clip_count: dict = field(default_factory=dict)   # LatentDiffusion.sampler's count over the samples
+
+    @property
+    def clip_share(self) -> float | None:
+        """Share of the sampled latents' entries at the clip bound ±max|z·s| (None before sampling)."""
+        c = self.clip_count
+        return c["at_bound"] / c["total"] if c.get("total") else None
+
+    @property
+    def sample_rms(self) -> float | None:
+        """RMS of the sampled (scaled) latents' entries; the training latents' is 1 by construction of s."""
+        c = self.clip_count
+        return math.sqrt(c["sum_sq"] / c["total"]) if c.get("total") else None
 
     @property
     def gflop(self) -> float:
@@ -271,7 +372,26 @@ def train_ldm(ae: nn.Module, x: torch.Tensor, y: torch.Tensor, dcfg, cfg, seed: 
     z = encode_dataset(ae, x) * s
     ldm, hist = train_latent_ddpm(z, y, ae, s, dcfg, steps, seed=seed, desc=desc, progress=progress,
                                   live_plot=live_plot)
-    return LDMRun(ldm, hist, steps, fl, s, batch_size=dcfg.batch_size)
+    return LDMRun(ldm, hist, steps, fl, s, batch_size=dcfg.batch_size, latent_kurtosis=excess_kurtosis(z))
+
+
+def excess_kurtosis(z: torch.Tensor) -> float:
+    """E[(z − μ)⁴] / σ⁴ − 3 over all entries (population moments): 0 for a Gaussian, −2 for ±1 coin
+    flips, large and positive for heavy tails (a few entries far out, where 1/std scales the rest small)."""
+    z = z.double().flatten()
+    c = z - z.mean()
+    return float(c.pow(4).mean() / c.pow(2).mean().pow(2) - 3)
+
+
+@torch.no_grad()
+def decode_noisy_latents(run: LDMRun, x: torch.Tensor, sigma: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """𝒟((z·s + σ ε)/s) in [0, 1] for the images x (in [−1, 1]): training latents (the encoder's mean)
+    pushed off by Gaussian noise of σ in the scaled units (where the training latents have std 1), then
+    decoded. If these still look like digits the decoder tolerates latents near its training range, and
+    an LDM whose samples do not has drawn latents far outside it."""
+    z = run.ldm.encode(x)
+    eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed)).to(z)
+    return run.ldm.decode(z + sigma * eps).cpu()
 
 
 SAMPLER_NAMES = {"ddpm": "ancestral DDPM (η = 1, strided)", "ddim": "DDIM (η = 0)"}
@@ -287,13 +407,15 @@ def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float
     """n class-balanced samples (``sample_images`` of ``LatentDiffusion.sampler(steps, method, guidance)``:
     z_T ~ N(0, I), the lesson-04/05 sampler on scaled latents with x̂_0 clipped to the training latents'
     range ``ldm.clip_x0``, then 𝒟(z/s), the same pipeline as lesson 06), their classifier outputs and
-    their ``quality_report``. Default ``method="ddpm"``: strided ancestral sampling, the course's best
+    their ``quality_report``, and how many sampled latent entries sit at the clip bound (``run.clip_count``,
+    ``run.clip_share``). Default ``method="ddpm"``: strided ancestral sampling, the course's best
     20-step sampler (lesson 05's table), as lessons 04 and 06 evaluate.
 
     Why clip: the cosine schedule's last ᾱ is ≈ 2·10⁻⁹, so the first strided step multiplies any error
     of ε̂ by ≈ 10³; without a bound the latent run diverges (a VQ decoder hides it by snapping the
     wreck to codes, a continuous decoder does not)."""
-    s = sample_images(run.ldm.sampler(steps, method, guidance), n, seed=seed)
+    run.clip_count = {}
+    s = sample_images(run.ldm.sampler(steps, method, guidance, clip_count=run.clip_count), n, seed=seed)
     run.samples, run.sample_seconds = s.images, s.seconds
     run.features = classifier_outputs(s.images)
     run.quality = quality_report(s.images, seed=seed)
@@ -314,10 +436,11 @@ def ldm_fid_difference(a: LDMRun, b: LDMRun, seed: int = 0, n_boot: int = 200) -
     return cache[key][1]                                      # a kept alive, so its id stays unique
 
 
-def ldm_budget_text(stages: dict, ldms: dict, cap: int) -> str:
+def ldm_budget_text(stages: dict, ldms: dict, cap: int, gflop_budget: float | None = None) -> str:
     """One sentence, from the runs, on what the downstream LDMs had in common: steps, batch and GFLOP per
     latent shape; "equal compute" only where the GFLOP agree within 2 %, "equal steps" where the step cap
-    made them agree instead."""
+    made them agree instead. Given ``gflop_budget`` (``cfg.ldm_gflop``), a cap that bound for every latent
+    is said with the steps the budget would have bought."""
     groups: dict = {}
     for k, r in ldms.items():
         groups.setdefault(tuple(stages[k].latent_shape), []).append(r)
@@ -332,8 +455,12 @@ def ldm_budget_text(stages: dict, ldms: dict, cap: int) -> str:
         return f"Every LDM trained at batch {batch} with the **same compute** ({per}); {within}."
     if len(steps) == 1:
         capped = next(iter(steps)) == cap
+        bought = sorted(int(round(gflop_budget * 1e9 / rs[0].flops_per_step)) for rs in groups.values()) \
+            if gflop_budget else []
+        cap_txt = (f"the {cap:,}-step cap bound for every latent (the {gflop_budget:g}-GFLOP budget would have bought "
+                   f"{bought[0]:,}–{bought[-1]:,} steps)" if bought and bought[0] > cap else f"the {cap:,}-step cap bit")
         return (f"Every LDM trained the **same number of steps** at batch {batch}, not the same compute ({per}): "
-                + (f"the {cap:,}-step cap bit, and a UNet step costs less on a latent with fewer positions"
+                + (f"{cap_txt}, and a UNet step costs less on a latent with fewer positions"
                    if capped else "a UNet step costs less on a latent with fewer positions")
                 + f"; {within}. Across families, compare with that in mind.")
     return (f"The LDMs trained at batch {batch} with these budgets ({per}): equal GFLOP where the "
@@ -362,7 +489,8 @@ def results_table(stages: dict, evals: dict, ldms: dict) -> str:
 def latent_size_text(stages: dict) -> str:
     """What every first stage keeps per image: equal numbers (f trades positions for channels) or not."""
     sizes = {k: math.prod(r.latent_shape) for k, r in stages.items()}
-    shapes = ", ".join(sorted({'×'.join(map(str, r.latent_shape)) for r in stages.values()}))
+    shapes = ", ".join(dict.fromkeys('×'.join(map(str, r.latent_shape))
+                                     for r in sorted(stages.values(), key=lambda r: r.f)))     # in order of f
     if len(set(sizes.values())) == 1:
         n = next(iter(sizes.values()))
         return (f"All first stages keep **{n} numbers per image** (latents {shapes}; 784 pixels, "
@@ -425,6 +553,8 @@ def _pair_verdict(eb: StageEval, en: StageEval, seed: int) -> PairVerdict:
 
 
 _WORD = {"lower": "reproduced", "higher": "not reproduced", "same": "not resolved"}
+CLIP_SHARE = 0.01  # share of sampled latent entries on the clip bound above which the text says so
+SHARPER = 0.02     # gain in the edge-strength ratio we call "sharper"; a smaller measured gain is "edges N % stronger"
 ONE_RUN = ("One training run per arm: the intervals cover the choice of test images, not training "
            "randomness (a second seed could move each arm).")
 
@@ -453,7 +583,7 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
     and the downstream LDMs' ΔFID (shared test reference). The seed paper's ``claim`` is judged on rFID;
     with ``expect_psnr="higher"`` the claim is about reconstructions in general and gets a PSNR verdict
     too; with ``expect_psnr="lower"`` a PSNR loss is the recipe's expected price, and the text says
-    whether it bought anything (lower rFID, stronger edges). ``why_not``: a sentence added when the rFID
+    whether it bought anything (lower rFID, stronger edges; "sharper" only for a gain ≥ ``SHARPER``). ``why_not``: a sentence added when the rFID
     claim is not reproduced or not resolved (e.g. how long the new term acted). ``reference``: (StageRun,
     StageEval) of a stage that keeps as many numbers per image, to put a relative win in absolute terms.
     A stage whose reconstructions barely vary across images (``collapse_ratio`` < 0.3) is named."""
@@ -474,6 +604,12 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
         what = {"lower": "improves", "higher": "gets worse", "same": "is not separated"}[l]
         parts.append(f"The downstream LDM (same UNet, {ln.steps:,} steps each, {ln.sampler}) {what}: FID "
                      f"{lb.fid} → {ln.fid}, ΔFID {dl} (bootstrap, shared test reference).")
+        clipped = [(st.label, r.clip_share) for st, r in ((base, lb), (new, ln))
+                   if r.clip_share is not None and r.clip_share > CLIP_SHARE]
+        if clipped:
+            parts.append("The sampled latents of " + " and ".join(f"{name} ({p:.0%})" for name, p in clipped) +
+                         " end on the clip bound more than " + f"{CLIP_SHARE:.0%} of the time (§4's check after the "
+                         "samples), so the LDM FIDs read the sampler's overshoot as much as the latent.")
         if v.rfid_dir != "same" and l != "same" and l != v.rfid_dir:
             limited = ln.fid.low > en.rfid.high and lb.fid.low > eb.rfid.high
             parts.append(f"Reconstructions and samples disagree: the {'better' if v.rfid_dir == 'lower' else 'worse'} "
@@ -489,9 +625,13 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
     else:
         verdict = f"The seed paper's claim — {claim} — is **{w}** on rFID"
         if v.psnr_dir == "lower" and v.rfid_dir == "lower":
+            rel = v.d_sharp / max(eb.sharpness, 1e-8)
             verdict += (f"; PSNR paid {abs(v.d_psnr):.2f} dB for it, " +
-                        ("and the edges are measurably stronger: the expected price of sharper, less averaged "
-                         "reconstructions" if v.sharp_dir == "higher" else
+                        (f"and the reconstructions are sharper (edge strength {v.d_sharp:+.3f}, past the {SHARPER} we "
+                         "count as sharper): the expected price of sharper, less averaged reconstructions"
+                         if v.sharp_dir == "higher" and v.d_sharp >= SHARPER else
+                         f"and the edges are {rel:.0%} stronger ({v.d_sharp:+.3f}: measurable, but below the {SHARPER} "
+                         "we count as sharper), so the gain is not a visible sharpening" if v.sharp_dir == "higher" else
                          "but the edge strength did not rise measurably, so the gain is not a measured sharpening"))
         elif v.psnr_dir == "lower":
             verdict += (f"; PSNR fell by {abs(v.d_psnr):.2f} ± {2 * v.se_psnr:.2f} dB with no measured rFID gain: at "
@@ -538,12 +678,82 @@ def claim_word(eb: StageEval, en: StageEval, seed: int = 0) -> str:
     return _WORD[pair_verdict(eb, en, seed).rfid_dir]
 
 
+def recipe_split_text(e_l2: StageEval, e_l1: StageEval, e_recipe: StageEval, seed: int = 0) -> str:
+    """Split the recipe's ΔrFID (L2 → L1 + perceptual + GAN) into the L2 → L1 switch (the L1-only copy)
+    and what perceptual + GAN add on top of L1: ΔrFID(L2→recipe) = ΔrFID(L2→L1) + ΔrFID(L1→recipe),
+    each a paired bootstrap over the same test images (``pair_verdict``); worded for every outcome."""
+    total, l1, rest = (pair_verdict(a, b, seed) for a, b in ((e_l2, e_recipe), (e_l2, e_l1), (e_l1, e_recipe)))
+    txt = (f"Of the recipe's ΔrFID {total.d_rfid}, the L2 → L1 switch alone gives {l1.d_rfid} (the L1-only copy: "
+           f"same warm-up, batches and steps, no perceptual term, no GAN; rFID {e_l1.rfid}, PSNR {e_l1.psnr:.2f} dB, "
+           f"edge strength {e_l1.sharpness:.3f}); perceptual + GAN add {rest.d_rfid} on top of L1 (paired bootstraps "
+           "over the same test images). ")
+    word = {("lower", "same"): "the measured gain is the L1 switch's: the perceptual and adversarial terms add "
+                               "nothing separable from 0 at this budget",
+            ("lower", "lower"): "both parts contribute",
+            ("lower", "higher"): "L1 gains, and perceptual + GAN on top of it make rFID worse",
+            ("same", "lower"): "the gain is the perceptual and adversarial terms': L1 alone is not separated from L2",
+            ("same", "same"): "neither part alone is separated from 0",
+            ("same", "higher"): "L1 alone is not separated from L2, and perceptual + GAN make rFID worse",
+            ("higher", "lower"): "L1 alone is worse than L2; the perceptual and adversarial terms more than make up "
+                                 "for it",
+            ("higher", "same"): "L1 alone is worse than L2, and perceptual + GAN do not separably change that",
+            ("higher", "higher"): "both parts make rFID worse"}[(l1.rfid_dir, rest.rfid_dir)]
+    return txt + word[0].upper() + word[1:] + "."
+
+
+def discriminator_gap_text(history: History, disc_start: int, block: int = 10) -> str:
+    """The D gap (``discriminator_gap`` over the GAN-on steps) in a sentence, worded by its size: not
+    separated from 0 (± 2 s.e.), below 0.5 logits (weak; the hinge loss saturates at a gap of 2:
+    D(x) ≥ 1, D(x̂) ≤ −1), or clear."""
+    gap, se = discriminator_gap(history, disc_start, block)
+    n = sum(st >= disc_start for st in history.steps)
+    txt = (f"Over the {n} logged steps with λ·L_GAN on, the discriminator separated real from reconstructed digits by "
+           f"{gap:.2f} ± {2 * se:.2f} logits (mean D(x) − D(x̂), ± 2 s.e. from blocks of {block} steps)")
+    if abs(gap) <= 2 * se:
+        return txt + ": not separated from 0 — D could not tell them apart, so its gradient told the decoder little."
+    if gap < 0.5:
+        return (txt + ": a small margin (the hinge loss asks for 2: D(x) ≥ 1, D(x̂) ≤ −1), so the adversarial "
+                "signal was weak.")
+    return txt + ": D told them apart, so its gradient had something to push the decoder towards."
+
+
+def latent_range_table(stages: dict, ldms: dict, threshold: float = CLIP_SHARE) -> str:
+    """Markdown: per first stage the latent scale s, the clip bound max|z·s| of the training latents, their
+    excess kurtosis, the RMS of the LDM's sampled latents (the training latents': 1) and the share of
+    sampled latent entries at the clip bound (``LDMRun.clip_share``); then a sentence for every LDM whose
+    share exceeds ``threshold`` (or one saying none does), and one naming heavy-tailed latents."""
+    head = ("| first stage | s | max \\|z·s\\| (clip) | excess kurtosis of z·s | RMS of sampled z | sampled entries "
+            "at the clip bound |\n|---|---:|---:|---:|---:|---:|\n")
+    rows = []
+    for k, r in ldms.items():
+        share, rms = r.clip_share, r.sample_rms
+        rows.append(f"| {k} | {r.scale:.3g} | {r.ldm.clip_x0 or float('nan'):.2f} | {r.latent_kurtosis:.1f} | "
+                    f"{'–' if rms is None else f'{rms:.2f}'} | {'–' if share is None else f'{share:.1%}'} |")
+    over = [(k, r.clip_share) for k, r in ldms.items() if r.clip_share is not None and r.clip_share > threshold]
+    if over:
+        who = ", ".join(f"{k} ({p:.0%})" for k, p in over)
+        text = (f"The samples of the LDM{'s' if len(over) > 1 else ''} on {who} sit on the clip bound more than "
+                f"{threshold:.0%} of the time: the sampler pushed them to the edge of the training latents' range, "
+                f"where the decoder saw few latents, so {'their FIDs measure' if len(over) > 1 else 'its FID measures'} "
+                "that overshoot as much as the latent.")
+    else:
+        text = (f"No LDM's sampled latents sit on the clip bound more than {threshold:.0%} of the time: the clip "
+                "did not shape the samples.")
+    heavy = [k for k, r in ldms.items() if r.latent_kurtosis > 3]
+    if heavy:
+        text += (f" Heavy-tailed latents (excess kurtosis > 3): {', '.join(heavy)} — a few entries far out set "
+                 "both s = 1/std and the clip, so most of the latent is squeezed near 0 and the clip bounds little.")
+    return head + "\n".join(rows) + "\n\n" + text
+
+
 __all__ = ["StageRun", "make_vqgan_loss", "train_vqgan_pair", "train_movq_pair", "train_dcae_runs", "StageEval",
            "reconstruct", "edge_strength", "sharpness_ratio", "evaluate_stage", "paired_psnr_difference",
            "paired_sharpness_difference", "paired_rfid_difference", "LDMRun", "second_stage_config", "ldm_steps",
            "train_ldm", "sampler_name", "evaluate_ldm", "ldm_fid_difference", "ldm_budget_text", "results_table",
            "latent_size_text", "PairVerdict", "pair_verdict", "collapse_ratio", "describe_pair", "short_verdict",
-           "claim_word", "ONE_RUN"]
+           "claim_word", "ONE_RUN", "make_l1_loss", "loss_drop", "first_step_below", "dc_curve_text",
+           "discriminator_gap", "excess_kurtosis", "decode_noisy_latents", "SHARPER", "recipe_split_text",
+           "discriminator_gap_text", "latent_range_table", "CLIP_SHARE"]
 
 
 # ----------------------------------------------------------------------------- the course table
@@ -570,6 +780,12 @@ class CourseRow:
     samples: torch.Tensor | None = None
     sampler: str = ""               # sampler and its knobs (steps, guidance, temperature, top-k)
     train_images: str = ""          # training images the model saw
+    plain_sampling: bool = True     # False: guidance w ≠ 1, temperature ≠ 1 or top-k (a tuned sampler)
+    short: str = ""                 # a short name for figure labels (default: ``model``)
+
+    @property
+    def label(self) -> str:
+        return self.short or self.model
 
     @property
     def seconds_per_1000(self) -> float:
@@ -593,12 +809,13 @@ def is_interval(images01: torch.Tensor, n_boot: int = 100, seed: int = 0, level:
 
 
 def table_row(model: str, lesson: str, params: int, train_seconds, sample_fn, n: int, labels="balanced",
-              seed: int = 0, nll: str = "–", source: str = "", sampler: str = "", train_images: str = "") -> CourseRow:
+              seed: int = 0, nll: str = "–", source: str = "", sampler: str = "", train_images: str = "",
+              plain_sampling: bool = True, short: str = "") -> CourseRow:
     """Sample n images with ``sample_fn`` (``sample_images``: batched, seeded, timed) and measure them."""
     s = sample_images(sample_fn, n, labels=labels, seed=seed)
     q = quality_report(s.images, seed=seed)            # IS with its bootstrap interval included
     return CourseRow(model, lesson, int(params), train_seconds, s.seconds, n, q, q["is_interval"], nll, source,
-                     s.images, sampler, train_images)
+                     s.images, sampler, train_images, plain_sampling, short)
 
 
 def _n_params(model: nn.Module) -> int:
@@ -724,7 +941,8 @@ def course_table(preset, ldm_rows: list, checkpoint_dir="checkpoints", seed: int
                           lambda k, y, g: vae.decode(torch.randn(k, vae.latent_dim, generator=g).to(dev)), n,
                           labels=None, seed=seed,
                           nll=f"≤ {iw.mean():.1f} nats/image (IW-{preset.vae.iw_samples}, binarised pixels)", source=src,
-                          sampler="z ~ N(0, I), one decoder pass, unconditional", train_images=f"{MNIST_TRAIN:,}"))
+                          sampler="z ~ N(0, I), one decoder pass, unconditional", train_images=f"{MNIST_TRAIN:,}",
+                          short="VAE"))
     # lesson 03: VQ-VAE + autoregressive token prior, lesson 03's recipe and plain sampling
     vq, prior, secs, src = vqvae_for_table(preset, checkpoint_dir, progress)
     v = preset.vq
@@ -739,7 +957,9 @@ def course_table(preset, ldm_rows: list, checkpoint_dir="checkpoints", seed: int
                                   prior.sample(k, y=y.to(dev), temperature=temp, top_k=top_k, guidance=w, generator=g)),
                               n, seed=seed, nll=f"{bits:.2f} bits/token × {n_tok} tokens (prior only)", source=src,
                               sampler=f"{n_tok} tokens, T = {temp:g}, top-k {top_k or 'off'}, w = {w:g}",
-                              train_images=f"{MNIST_TRAIN:,} (prior: {v.n_tokens:,})"))
+                              train_images=f"{MNIST_TRAIN:,} (prior: {v.n_tokens:,})",
+                              plain_sampling=temp == 1 and not top_k and w == 1,
+                              short=f"VQ prior (T {temp:g}, top-k {top_k or 'off'}, w {w:g})"))
     # lessons 04–05: the pixel DDPM, strided ancestral (DDPM) and DDIM sampling
     run = train_or_load_ddpm(preset, checkpoint_dir, evaluate=False, progress=progress, live_plot=False)
     src = f"checkpoint {run.path.name}" if run.loaded else "trained here (no fitting checkpoint)"
@@ -750,11 +970,12 @@ def course_table(preset, ldm_rows: list, checkpoint_dir="checkpoints", seed: int
                               _n_params(run.model), train_s,
                               pixel_sampler(run.model, run.schedule, method, steps, clip_x0=d.clip_x0), n, seed=seed,
                               source=src, sampler=sampler_name(method, steps) + ", x̂₀ clipped, w = 1",
-                              train_images=f"{MNIST_TRAIN:,}"))
+                              train_images=f"{MNIST_TRAIN:,}", short=f"pixel DDPM, {method} {steps}"))
     return rows + list(ldm_rows)
 
 
-def ldm_table_row(name: str, stage: StageRun, run: LDMRun, n: int, seed: int = 0, n_train: int | None = None) -> CourseRow:
+def ldm_table_row(name: str, stage: StageRun, run: LDMRun, n: int, seed: int = 0, n_train: int | None = None,
+                  short: str = "") -> CourseRow:
     """A course-table row for one of this lesson's LDMs, from the samples ``evaluate_ldm`` drew (the first
     n of them; class-balanced, so the first n are balanced too). Training time = first stage + UNet
     (training only); sampling time scaled from the ``evaluate_ldm`` run."""
@@ -765,7 +986,7 @@ def ldm_table_row(name: str, stage: StageRun, run: LDMRun, n: int, seed: int = 0
     q = run.quality if n == len(run.samples) and run.quality else quality_report(images, seed=seed)
     return CourseRow(name, "06–07", stage.params + _n_params(run.ldm.unet), stage.seconds + run.seconds,
                      run.sample_seconds * n / len(run.samples), n, q, q["is_interval"], "–", "this lesson", images,
-                     f"{run.sampler}, x̂₀ clipped, w = 1, + decoder", f"{n_train:,}" if n_train else "")
+                     f"{run.sampler}, x̂₀ clipped, w = 1, + decoder", f"{n_train:,}" if n_train else "", short=short)
 
 
 def course_table_markdown(rows: list[CourseRow]) -> str:
@@ -794,16 +1015,79 @@ def course_table_caption(rows: list[CourseRow]) -> str:
             f"(Ho et al. 2020, eq. 5) that this course does not compute.")
 
 
+def _row_features(row: CourseRow):
+    """The classifier outputs of a row's samples, computed once per row and kept on it."""
+    if "_features" not in row.__dict__:
+        row.__dict__["_features"] = classifier_outputs(row.samples)
+    return row.__dict__["_features"]
+
+
 def rank_rows(rows: list[CourseRow], seed: int = 0) -> tuple[CourseRow, list[tuple[CourseRow, Interval]]]:
     """The row with the lowest FID, and for every other row ΔFID = FID(row) − FID(best) with a bootstrap
     interval on the shared test reference (``metrics.paired_fid_difference(paired=False)``)."""
-    from ..classifier import classifier_outputs as co
     best = min(rows, key=lambda r: r.quality["fid"].value)
     ref = reference_outputs(best.n, "test", seed)
-    fb = co(best.samples)
-    return best, [(r, paired_fid_difference(fb, co(r.samples), ref, n_boot=100, seed=seed, paired=False))
+    fb = _row_features(best)
+    return best, [(r, paired_fid_difference(fb, _row_features(r), ref, n_boot=100, seed=seed, paired=False))
                   for r in rows if r is not best]
 
 
+def ranking_text(rows: list[CourseRow], seed: int = 0) -> str:
+    """The lowest-FID row and the rows not separated from it (``rank_rows``); when that row's sampler is
+    tuned (``plain_sampling`` False: guidance, temperature, top-k), a second sentence names the lowest
+    among the rows sampled plainly, since a tuned sampler is not a property of the model alone. There,
+    only rows whose FID interval overlaps the plain winner's get a ΔFID bootstrap; a row whose 95 %
+    interval lies wholly above is separated already (and costs nothing)."""
+    best, deltas = rank_rows(rows, seed=seed)
+    tied = [r.model for r, dv in deltas if dv.low <= 0]
+    text = (f"Lowest FID-MNIST: **{best.model}** ({best.quality['fid']}, {best.sampler})" +
+            (f"; not separated from {', '.join(tied)} (the bootstrap interval of ΔFID on the shared test images "
+             "holds 0)." if tied else "; every other row's ΔFID interval lies above 0 (bootstrap on the shared "
+                                      "test images)."))
+    plain = [r for r in rows if r.plain_sampling]
+    if best.plain_sampling or len(plain) < 2:
+        return text
+    best_p = min(plain, key=lambda r: r.quality["fid"].value)
+    near = [r for r in plain if r is not best_p and r.quality["fid"].low <= best_p.quality["fid"].high]
+    ref = reference_outputs(best_p.n, "test", seed)
+    tied_p = [r.model for r in near if paired_fid_difference(_row_features(best_p), _row_features(r), ref, n_boot=100,
+                                                             seed=seed, paired=False).low <= 0]
+    text += (f" It is the one row with a tuned sampler; among the rows sampled without guidance, temperature or "
+             f"top-k (w = 1, T = 1) the lowest is **{best_p.model}** ({best_p.quality['fid']}, {best_p.sampler})" +
+             (f"; not separated from {', '.join(tied_p)} (ΔFID bootstrap holds 0)." if tied_p else
+              "; every other such row is separated from it (ΔFID bootstrap above 0, or its 95 % FID interval "
+              "wholly above)."))
+    return text
+
+
+def sampling_speed_text(rows: list[CourseRow], margin: float = 0.2) -> str:
+    """Which iterative sampler is fastest — named only when it is more than ``margin`` faster than the
+    runner-up (each time is one timing); otherwise how the LDM rows compare with the pixel DDPM row that
+    uses the same sampler and steps (the comparison the table supports)."""
+    iterative = sorted((r for r in rows if "one decoder pass" not in r.sampler), key=lambda r: r.seconds_per_1000)
+    if len(iterative) < 2:
+        return ""
+    first, second = iterative[:2]
+    if first.seconds_per_1000 < (1 - margin) * second.seconds_per_1000:
+        return (f"Fastest of the iterative samplers: **{first.model}** ({first.seconds_per_1000:.3g} s per 1 000 "
+                f"images, more than {margin:.0%} ahead of the next; the VAE's single decoder pass is faster still).")
+    text = (f"No iterative sampler is more than {margin:.0%} faster than the next ({first.model}: "
+            f"{first.seconds_per_1000:.3g} s, {second.model}: {second.seconds_per_1000:.3g} s per 1 000 images, "
+            "one timing each), so none is named fastest.")
+    core = lambda r: r.sampler.split(", x̂₀ clipped")[0]                       # "ancestral DDPM …, 20 steps"
+    ldm = [r for r in rows if r.lesson == "06–07"]
+    pixel = [r for r in rows if r.model.startswith("pixel DDPM") and ldm and core(r) == core(ldm[0])]
+    if ldm and pixel:
+        lo, hi = min(r.seconds_per_1000 for r in ldm), max(r.seconds_per_1000 for r in ldm)
+        px = pixel[0].seconds_per_1000
+        against = f"the pixel DDPM with the same sampler ({core(pixel[0])}: {px:.3g} s)"
+        text += (f" What the table does support: the LDMs ({lo:.2g}–{hi:.2g} s per 1 000 images, with their decoder) "
+                 + (f"sample {px / hi:.2g}–{px / lo:.2g}× faster than {against} — a UNet step on a small latent is "
+                    "cheap." if px > (1 + margin) * hi else
+                    f"are not clearly faster than {against} at this size."))
+    return text
+
+
 __all__ += ["CourseRow", "is_interval", "table_row", "vae_for_table", "vqvae_for_table", "course_table",
-            "ldm_table_row", "course_table_markdown", "course_table_caption", "rank_rows", "MNIST_TRAIN"]
+            "ldm_table_row", "course_table_markdown", "course_table_caption", "rank_rows", "ranking_text",
+            "sampling_speed_text", "MNIST_TRAIN"]
