@@ -214,3 +214,18 @@ def test_lessons_are_named_by_number_or_stem():
     assert len(pretrain.lesson_paths([])) >= 7
     with pytest.raises(SystemExit, match="no lesson '99'"):
         pretrain.lesson_paths(["99"])
+
+
+def test_the_model_card_measures_a_shipped_autoencoder(modes):
+    from ldm_edu.autoencoders import Autoencoder, ae_loss
+    from ldm_edu.data import mnist_tensors
+    record, ship, replay = modes
+    record()
+    x, _ = mnist_tensors("train", limit=256)
+    torch.manual_seed(0)
+    ae = Autoencoder(latent_dim=2, hidden=16)
+    fit(ae, ae_loss, TensorBatches(x, batch_size=32, seed=0), 5, desc="card AE", progress=False, live_plot=False)
+    entry = next(iter(ship()["runs"].values()))
+    assert entry["quality"].startswith("test PSNR ") and entry["quality"].endswith(" dB")
+    db = float(entry["quality"].split()[2])
+    assert 5 < db < 30                                     # a barely trained AE: above noise, far from perfect
