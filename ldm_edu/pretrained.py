@@ -11,7 +11,9 @@ times that key has already been used in the current notebook cell (a sweep over 
 trained in chunks fits several times with the same key). Re-running a cell finds the same keys.
 
 Files: ``weights/MANIFEST.json`` lists every run with its file and sha256; each file is a plain
-dict loaded with ``weights_only=True`` after its checksum is checked. A file that is missing,
+dict loaded with ``weights_only=True`` after its checksum is checked. Tensors ship as float16, and
+weight matrices of ≥ 65 536 numbers as int8 rows with a scale each (``pack``), to keep the whole
+set small; the model card's quality figures are measured on these shipped weights. A file that is missing,
 truncated or changed is refused with a message naming it and the command that rebuilds it. A
 run with no shipped weights trains as usual, and says so.
 
@@ -111,6 +113,31 @@ def _compact(state: dict) -> dict:
     return out
 
 
+QUANTIZE_MIN = 65536          # weight matrices this large ship as int8 with one scale per output row
+
+
+def pack(state: dict) -> tuple[dict, dict]:
+    """For shipping: large weight matrices as int8 rows, w ≈ q · scale with scale = max|w_row| / 127
+    (a relative error below 0.4 % of each row's largest weight); everything else unchanged."""
+    rest, int8 = {}, {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.dim() >= 2 and v.numel() >= QUANTIZE_MIN:
+            w = v.float().flatten(1)
+            scale = w.abs().amax(1).clamp_min(1e-12) / 127
+            int8[k] = {"q": torch.round(w / scale[:, None]).to(torch.int8).view(v.shape), "scale": scale}
+        else:
+            rest[k] = v
+    return rest, int8
+
+
+def unpack(rest: dict, int8: dict | None) -> dict:
+    """The inverse of ``pack``: one state dict (int8 rows times their scales)."""
+    full = dict(rest)
+    for k, d in (int8 or {}).items():
+        full[k] = (d["q"].float().flatten(1) * d["scale"][:, None]).view(d["q"].shape)
+    return full
+
+
 def _restore(model: nn.Module, state: dict, where: str) -> None:
     own = model.state_dict()
     if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
@@ -183,11 +210,11 @@ def replay(key: str, model: nn.Module, history, ema=None) -> bool:
     where = f"the shipped weights for '{key.split(' | ')[0]}'"
     if blob["kind"] != type(model).__name__:
         raise PretrainedWeightsError(f"{where} are a {blob['kind']}, not a {type(model).__name__}: rebuild with `{REBUILD}`")
-    _restore(model, blob["state_dict"], where)
+    _restore(model, unpack(blob["state_dict"], blob.get("int8")), where)
     if ema is not None:
         if blob["ema"] is None:
             raise PretrainedWeightsError(f"{where} have no EMA weights: rebuild with `{REBUILD}`")
-        _restore(ema.model, blob["ema"], where + " (EMA)")
+        _restore(ema.model, unpack(blob["ema"], blob.get("ema_int8")), where + " (EMA)")
         ema.updates = int(blob["ema_updates"])
     stored = type(history).from_dict(blob["history"])
     for name in vars(stored):                      # in place: a continued history keeps its identity
@@ -196,4 +223,4 @@ def replay(key: str, model: nn.Module, history, ema=None) -> bool:
 
 
 __all__ = ["PRESET", "REBUILD", "PretrainedWeightsError", "replaying", "record_dir", "run_key", "record",
-           "find", "replay", "load_manifest", "sha256_of", "weights_dir"]
+           "find", "replay", "load_manifest", "sha256_of", "weights_dir", "pack", "unpack"]

@@ -229,3 +229,20 @@ def test_the_model_card_measures_a_shipped_autoencoder(modes):
     assert entry["quality"].startswith("test PSNR ") and entry["quality"].endswith(" dB")
     db = float(entry["quality"].split()[2])
     assert 5 < db < 30                                     # a barely trained AE: above noise, far from perfect
+
+
+def test_large_matrices_ship_as_int8_rows_within_half_a_step_of_each_row_max():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(300, 256, generator=g) * torch.linspace(0.01, 3, 300)[:, None]   # rows of very different size
+    state = {"big": w, "small": torch.randn(4, 4, generator=g), "bias": torch.randn(300, generator=g)}
+    rest, int8 = pretrained.pack(state)
+    assert set(int8) == {"big"} and set(rest) == {"small", "bias"} and int8["big"]["q"].dtype == torch.int8
+    back = pretrained.unpack(rest, int8)
+    step = w.abs().amax(1, keepdim=True) / 127                   # one quantisation step per row
+    assert ((back["big"] - w).abs() <= step / 2 + 1e-7).all()
+    assert ((back["big"] - w).abs() > step / 4).any()            # it is lossy: the check above is not vacuous
+    assert torch.equal(back["small"], state["small"])
+    # a hand case: row max 127 → scale 1, values round to the nearest integer
+    hand = torch.tensor([[127.0, 0.4, -0.6] + [0.0] * (pretrained.QUANTIZE_MIN - 3)])
+    r, q = pretrained.pack({"h": hand})
+    assert q["h"]["q"][0, :3].tolist() == [127, 0, -1]
