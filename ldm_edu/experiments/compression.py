@@ -867,7 +867,8 @@ def vae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True):
     vae = VAE(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(dev)
     x, _ = mnist_tensors("train", device=dev)
     hist = fit(vae, vae_loss(beta=1.0), TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed), cfg.steps,
-               lr=cfg.lr, cosine_decay=True, warmup_steps=min(500, cfg.steps // 10), desc="VAE (lesson 02 recipe)",
+               lr=cfg.lr, cosine_decay=True, warmup_steps=min(500, cfg.steps // 10),
+               desc=f"VAE d={cfg.latent_dim}: −ELBO (nats)",       # lesson 02's run, by the same name
                progress=progress, live_plot=False)
     save_checkpoint(path, vae, hist, extra={"preset": preset.name, "train_seconds": _train_seconds(hist)})
     return vae.eval(), _train_seconds(hist), f"trained here ({why})"
@@ -902,15 +903,20 @@ def vqvae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True)
     seed_everything(preset.seed)
     vq, prior = build()
     x, y = mnist_tensors("train", device=dev)
-    h1 = fit(vq, vqvae_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed), cfg.steps + cfg.extra_steps,
-             lr=cfg.lr, desc="VQ-VAE (lesson 03 recipe)", progress=progress, live_plot=False)
+    # lesson 03's runs, step for step and by the same names: variant (c), then its continuation
+    h1 = fit(vq, vqvae_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed), cfg.steps,
+             lr=cfg.lr, amp=preset.amp, desc="(c) EMA + restart", progress=progress, live_plot=False)
+    if cfg.extra_steps:
+        fit(vq, vqvae_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed + 1), cfg.extra_steps,
+            lr=cfg.lr, amp=preset.amp, history=h1, desc="(c) continued", progress=progress, live_plot=False,
+            cosine_decay=True)
     with torch.no_grad():
         tokens = torch.cat([vq.tokenize(x[i:i + 1000]) for i in range(0, cfg.n_tokens, 1000)])
     seed_everything(preset.seed)
     h2 = fit(prior, prior_loss(p_uncond=0.1), TensorBatches(tokens, y[:len(tokens)], batch_size=cfg.prior_batch_size,
                                                             seed=preset.seed),
-             cfg.prior_steps, lr=cfg.prior_lr, cosine_decay=True, warmup_steps=cfg.prior_steps // 20,
-             desc="token prior (lesson 03 recipe)", progress=progress, live_plot=False)
+             cfg.prior_steps, lr=cfg.prior_lr, amp=preset.amp, cosine_decay=True, warmup_steps=cfg.prior_steps // 20,
+             desc="token prior", progress=progress, live_plot=False)
     save_checkpoint(pv, vq, h1, extra={"preset": preset.name})
     save_checkpoint(pp, prior, h2, extra={"preset": preset.name})
     return vq.eval(), prior.eval(), _train_seconds(h1) + _train_seconds(h2), f"trained here ({why})"
