@@ -315,9 +315,32 @@ def test_dc_curve_text_reads_the_curves():
     stages = {"dc-f16-plain": stage("p", flat), "dc-f16-res": stage("r", falling),
               "dc-f32-plain": stage("p", falling), "dc-f32-res": stage("r", [2 * v for v in falling])}
     t = C.dc_curve_text(stages, (16, 32), window=1)
-    assert "the residual run was still improving" in t[16] and "holds for 50 steps only" in t[16]
+    assert "the residual run was still improving while the learning rate was large" in t[16]
     assert "stays below the plain arm's from step 7 on" in t[16]                  # 100·0.9^7 ≈ 47.8 < 50
     assert "Both f = 32 runs were still improving" in t[32] and "ends above" in t[32]
+    assert all("a 50-step snapshot" in v for v in t.values())                      # the cosine caveat, always
+    # finding 1: a run that falls while the lr is large and is flat only at the end is NOT "flattened"
+    cosine_like = [100 * 0.97 ** min(i, 40) for i in range(50)]                     # flat over the last 20 % only
+    assert C.loss_drop(_history(cosine_like), window=1) < C.IMPROVING                # the old reading: flat
+    st = {"dc-f16-plain": stage("p", cosine_like), "dc-f16-res": stage("r", [v * 1.1 for v in cosine_like])}
+    t = C.dc_curve_text(st, (16,), window=1)[16]
+    assert "Both f = 16 runs were still improving" in t
+    assert "still improving" in C.dc_why_not(st, {}, 16, window=1)
+    st = {"dc-f16-plain": stage("p", flat), "dc-f16-res": stage("r", [60.0] * 50)}
+    assert "had flattened while the learning rate was still large" in C.dc_curve_text(st, (16,), window=1)[16]
+    why = C.dc_why_not(st, {"dc-f16-plain": SimpleNamespace(scale=1.0), "dc-f16-res": SimpleNamespace(scale=0.1)},
+                       16, window=1)
+    assert why.startswith("Unexplained at one run per arm (the residual arm's loss was above the plain arm's throughout)")
+    assert "std 10 against 1" in why
+
+
+def test_loss_trend_and_cosine_factor_by_hand():
+    h = _history([10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0.5])                # 11 entries: 0.4 → entry 4, 0.7 → entry 7
+    assert C.loss_trend(h, window=1) == pytest.approx((6 - 3) / 6)
+    assert C.cosine_lr_factor(0.0) == 1.0 and C.cosine_lr_factor(0.5) == pytest.approx(0.5)
+    assert C.cosine_lr_factor(0.8) < 0.1                                 # the last 20 %: below a tenth of the peak
+    with pytest.raises(ValueError):
+        C.loss_trend(h, 0.7, 0.4)
 
 
 def test_discriminator_gap_by_hand():
@@ -326,10 +349,13 @@ def test_discriminator_gap_by_hand():
     real = [9.0, 9.0] + [1.0, 3.0] * 4
     fake = [0.0] * 10
     h = _history([0.0] * 10, d_real=real, d_fake=fake)
-    gap, se = C.discriminator_gap(h, from_step=2, block=2)
+    gap, se = C.discriminator_gap(h, from_step=1, block=2)              # logged steps > 1: the GAN-on ones
     assert gap == pytest.approx(2.0) and se == pytest.approx(0.0)
-    assert "not separated from 0" in C.discriminator_gap_text(_history([0.0] * 40, d_real=[0.1, -0.1] * 20,
-                                                                       d_fake=[0.0] * 40), 0)
+    assert C.discriminator_gap(h, from_step=0, block=2)[0] > 2.5          # step 1 (gap 9) would be counted
+    assert "not separated from 0" in C.discriminator_gap_text(_history([0.0] * 41, d_real=[0.0] + [0.1, -0.1] * 20,
+                                                                       d_fake=[0.0] * 41), 0)
+    assert "Over the 40 logged steps" in C.discriminator_gap_text(_history([0.0] * 41, d_real=[1.0] * 41,
+                                                                           d_fake=[0.0] * 41), 0)
     weak = C.discriminator_gap_text(_history([0.0] * 40, d_real=[0.3] * 40, d_fake=[0.0] * 40), 0)
     assert "0.30 ± 0.00" in weak and "weak" in weak
     assert "told them apart" in C.discriminator_gap_text(_history([0.0] * 40, d_real=[1.0] * 40,
@@ -465,3 +491,72 @@ def test_l1_control_leaves_the_two_arms_unchanged():
         sa, sb = a[k].ae.state_dict(), b[k].ae.state_dict()
         assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert C.make_l1_loss().gan_on(10 ** 6) is False and C.make_l1_loss().perceptual_weight == 0
+
+
+# ----------------------------------------------------------------------------- review round 3 (issue 14)
+def _ldm(rms, fid=None):
+    total = 100
+    return C.LDMRun(None, History(), 1, 1.0, 1.0, clip_count={"at_bound": 0, "total": total, "sum_sq": rms ** 2 * total},
+                    quality={"fid": fid} if fid is not None else {})
+
+
+def test_off_distribution_reads_the_sampled_rms(monkeypatch):
+    ldms = {"a": _ldm(1.02), "b": _ldm(2.5), "c": _ldm(1.6)}
+    assert set(C.off_distribution(ldms)) == {"b", "c"} and C.off_distribution(ldms)["b"] == pytest.approx(2.5)
+    t = C.off_distribution_text(ldms)
+    assert "LDMs on b, c drew latents with RMS 2.50, 1.60" in t and "do not measure the first stage" in t
+    assert "none sits far outside" in C.off_distribution_text({"a": _ldm(1.02), "d": _ldm(1.4)})
+    n = 200
+    p = [25.0] * n
+    a, b = _eval(p, Interval(1, 0, 2), 1.0), _eval(p, Interval(1, 0, 2), 0.5)
+    la, lb = _ldm(1.0, Interval(10, 9, 11)), _ldm(3.0, Interval(20, 19, 21))
+    monkeypatch.setattr(C, "ldm_fid_difference", lambda *a, **k: Interval(10, 8, 12))      # separated: "worse"
+    assert ": worse" in C.short_verdict(a, b, lb=la, ln=_ldm(1.1, Interval(20, 19, 21)))
+    t = C.short_verdict(a, b, lb=la, ln=lb)
+    assert "LDMs off-distribution, sampled RMS 1.0 / 3.0: not read" in t and ": worse" not in t
+
+
+def test_collapse_text_is_graded():
+    assert "nearly the same image" in C.collapse_text("plain AE", 0.05)
+    t = C.collapse_text("plain AE", 0.29)
+    assert t.startswith("Plain AE's reconstructions vary only 29%") and "blurred average digit" in t
+    assert C.collapse_text("plain AE", 0.6) == "" and C.collapse_text("x", None) == ""
+
+
+def test_signed_split_and_attribution():
+    assert C.signed(Interval(8.5, 7.6, 9.4)) == "+8.5 [+7.6, +9.4]"
+    assert C.signed(Interval(-13.9, -15.3, -12.4)) == "-13.9 [-15.3, -12.4]"
+    n = 200
+    p = [25.0] * n
+    e_l2, e_l1, e_rec = _eval(p, Interval(1, 0, 2), 0.5), _eval(p, Interval(1, 0, 2), 1.0), _eval(p, Interval(1, 0, 2), 0.2)
+    t = C.recipe_split_summary(e_l2, e_l1, e_rec)
+    assert "L2 → L1 switch alone made rFID worse (ΔrFID +0.75" in t and "on top of L1 lowered rFID (ΔrFID -0.96" in t
+    assert "no rFID gain to attribute" in C.recipe_attribution_text(0.13, 0.05, False, 0.05, 0.019, 0.010, rfid_lower=False)
+    none = C.recipe_attribution_text(0.13, 0.05, False, 0.05, 0.019, 0.010)
+    assert "cannot tell whether the lower rFID is a perceptual improvement" in none and "0.13 logits" in none
+    allp = C.recipe_attribution_text(1.5, 0.1, True, 0.3, 0.05, 0.05)
+    assert "agree with a perceptual change" in allp
+    mixed = C.recipe_attribution_text(1.5, 0.1, False, 0.05, 0.019, 0.010)
+    assert "mixed" in mixed and "cannot fully attribute" in mixed
+
+
+def test_seed_claims_text_gives_each_claim_a_word():
+    def st(key, f):
+        return C.StageRun(key, key, "X", SimpleNamespace(f=f, latent_shape=(4, 4, 4) if f == 8 else
+                                                         (16, 2, 2) if f == 16 else (64, 1, 1)),
+                          History(), steps=300 if f > 8 or key.startswith("vq") else 450, seconds=1.0, params=1)
+    keys = {"kl-l2": 8, "kl-gan": 8, "vq-group": 8, "vq-spatial": 8, "dc-f16-res": 16, "dc-f32-res": 32}
+    stages = {k: st(k, f) for k, f in keys.items()}
+    rf = {"kl-l2": 10, "kl-gan": 5, "vq-group": 76, "vq-spatial": 72, "dc-f16-res": 200, "dc-f32-res": 364}
+    evals = {k: SimpleNamespace(rfid=Interval(v, v - 3, v + 3), psnr=20.0) for k, v in rf.items()}
+    fid = {"kl-l2": 69, "kl-gan": 52, "vq-group": 143, "vq-spatial": 159, "dc-f16-res": 352, "dc-f32-res": 416}
+    ldms = {k: _ldm(1.0, Interval(v, v - 8, v + 8)) for k, v in fid.items()}
+    t = C.seed_claims_text(stages, evals, ldms)
+    lines = t.split("\n")
+    assert "(8×), not at high (64×)** — **reproduced**" in t
+    assert "quality preserved** — in absolute terms **not reproduced**" in t
+    assert "**not tested** as a controlled comparison; descriptively the opposite here" in t and "no evidence against" in t
+    assert len([l for l in lines if l.startswith("- ")]) == 3
+    evals["dc-f16-res"] = SimpleNamespace(rfid=Interval(11, 8, 14), psnr=20.0)   # within the f = 8 reference's interval
+    t = C.seed_claims_text(stages, evals, ldms)
+    assert "in absolute terms **mixed**" in t and "(8×), not at high (64×)** — **not resolved**" in t

@@ -159,6 +159,25 @@ def loss_drop(history: History, frac: float = 0.2, window: int = 10) -> float:
     return float((y[start] - y[-1]) / abs(y[start]))
 
 
+def loss_trend(history: History, start: float = 0.4, end: float = 0.7, window: int = 10) -> float:
+    """Relative drop of the smoothed loss (``History.smoothed``) between the logged entries at the fractions
+    ``start`` and ``end`` of the run: (L(start) − L(end)) / L(start), entries ⌊frac·(n − 1)⌋. Under fit's
+    cosine schedule lr(i) = ½(1 + cos(πi/N))·lr₀ the default 0.4 → 0.7 is where the learning rate is still
+    0.79 → 0.35 of its peak: a flat stretch there is the run's, not the schedule's (over the last 20 % the
+    factor is below 0.1, so every cosine run ends flat). 0.3 = the loss fell 30 % there; ≈ 0 = flat."""
+    y = history.smoothed("loss", window)
+    if len(y) < 2 or not 0 <= start < end <= 1:
+        raise ValueError("need at least two logged losses and 0 ≤ start < end ≤ 1")
+    i, j = int(start * (len(y) - 1)), int(end * (len(y) - 1))
+    j = max(j, i + 1)
+    return float((y[i] - y[j]) / abs(y[i]))
+
+
+def cosine_lr_factor(frac: float) -> float:
+    """fit's cosine learning-rate factor ½(1 + cos(π·frac)) at the fraction ``frac`` of the steps."""
+    return 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def first_step_below(base: History, new: History, window: int = 10) -> int | None:
     """The first logged step from which ``new``'s smoothed loss stays below ``base``'s to the end
     (both logged at the same steps); None if it is not below at the last step."""
@@ -174,26 +193,33 @@ def first_step_below(base: History, new: History, window: int = 10) -> int | Non
     return int(base.steps[i])
 
 
-def dc_curve_text(stages: dict, fs, frac: float = 0.2, window: int = 10) -> dict:
-    """For each f: one sentence read off the plain and residual arms' training curves (``loss_drop`` over
-    the last ``frac`` of the steps; ``first_step_below``), saying whether the runs were still improving
-    when they stopped — the verdict is then a snapshot at this step count — and from which step the
-    residual arm stayed ahead, if it did. Returns {f: sentence}."""
+IMPROVING = 0.05   # relative drop of the smoothed loss over 0.4 N → 0.7 N above which a run "was still improving"
+
+
+def dc_curve_text(stages: dict, fs, start: float = 0.4, end: float = 0.7, window: int = 10) -> dict:
+    """For each f: sentences read off the plain and residual arms' training curves. ``loss_trend`` between
+    the fractions ``start`` and ``end`` of the run (where fit's cosine learning rate is still large) says
+    whether a run was still improving (a drop > ``IMPROVING``) — then the verdict is a snapshot of a run
+    that more steps would have moved; ``first_step_below`` says from which step the residual arm stayed
+    ahead, if it did. Every entry ends with the schedule's caveat: the cosine schedule takes the learning
+    rate to 0 at the last step, so a flat end is the schedule's, not convergence. Returns {f: sentence}."""
     out = {}
     for f in fs:
         p, r = stages[f"dc-f{f}-plain"], stages[f"dc-f{f}-res"]
-        dp, dr = loss_drop(p.history, frac, window), loss_drop(r.history, frac, window)
-        k = round(frac * p.steps)
-        still = [name for name, d in (("plain", dp), ("residual", dr)) if d > 0.05]
-        change = f"the smoothed loss changed {-dp:+.0%} / {-dr:+.0%}, plain / residual, over the last {k} steps"
+        dp, dr = loss_trend(p.history, start, end, window), loss_trend(r.history, start, end, window)
+        a, b = round(start * p.steps), round(end * p.steps)
+        lr = f"{cosine_lr_factor(start):.2f} → {cosine_lr_factor(end):.2f} of its peak"
+        change = (f"the smoothed loss fell {dp:.0%} / {dr:.0%}, plain / residual, from step {a} to {b}, where the "
+                  f"learning rate was still {lr}")
+        still = [name for name, d in (("plain", dp), ("residual", dr)) if d > IMPROVING]
         if len(still) == 2:
-            txt = (f"Both f = {f} runs were still improving when they stopped ({change}): the verdict holds for "
-                   f"{p.steps} steps only.")
+            txt = f"Both f = {f} runs were still improving while the learning rate was large ({change})."
         elif still:
-            txt = (f"At f = {f} the {still[0]} run was still improving when it stopped, the other had flattened "
-                   f"({change}): the verdict holds for {p.steps} steps only.")
+            txt = (f"At f = {f} the {still[0]} run was still improving while the learning rate was large, the other "
+                   f"was not ({change}).")
         else:
-            txt = f"Both f = {f} runs had flattened ({change})."
+            txt = (f"Both f = {f} runs had flattened while the learning rate was still large ({change}), so more "
+                   "steps at this rate would likely not have moved them much.")
         s = first_step_below(p.history, r.history, window)
         if s is None:
             txt += " The residual arm's loss ends above the plain arm's."
@@ -201,20 +227,51 @@ def dc_curve_text(stages: dict, fs, frac: float = 0.2, window: int = 10) -> dict
             txt += " The residual arm's loss is below the plain arm's throughout."
         else:
             txt += f" The residual arm's loss stays below the plain arm's from step {s} on."
+        txt += (f" The cosine schedule takes the learning rate to 0 at step {p.steps}, so a flat end is the "
+                f"schedule's, not convergence: the verdict is a {p.steps}-step snapshot.")
         out[f] = txt
     return out
 
 
+def dc_why_not(stages: dict, ldms: dict, f: int, start: float = 0.4, end: float = 0.7, window: int = 10) -> str:
+    """The reason offered when DC-AE's claim is not reproduced at f: only what was measured. Runs still
+    improving while the learning rate was large (``loss_trend`` > ``IMPROVING``) make the verdict a snapshot;
+    otherwise the refutation is unexplained at one run per arm, and the sentence says from which step the
+    residual arm's loss stayed above the plain arm's (``first_step_below`` with the arms swapped). Given the
+    LDM runs (their scale s = 1/std of the latent), latents whose std differs more than 3× are named — an
+    observation, not a cause."""
+    p, r = stages[f"dc-f{f}-plain"], stages[f"dc-f{f}-res"]
+    still = [name for name, st in (("plain", p), ("residual", r))
+             if loss_trend(st.history, start, end, window) > IMPROVING]
+    if still:
+        txt = (f"The {' and '.join(still)} run{'s were' if len(still) > 1 else ' was'} still improving while the "
+               f"learning rate was large (§3's curves): the verdict is a {p.steps}-step snapshot.")
+    else:
+        above = first_step_below(r.history, p.history, window)          # plain below residual = residual above
+        where = ("" if above is None else " (the residual arm's loss was above the plain arm's throughout)"
+                 if above <= p.history.steps[0] else f" (the residual arm's loss was above the plain arm's from "
+                                                     f"step {above} on)")
+        txt = f"Unexplained at one run per arm{where}."
+    lp, lr_ = ldms.get(f"dc-f{f}-plain"), ldms.get(f"dc-f{f}-res")
+    if lp is not None and lr_ is not None and lp.scale > 0 and lr_.scale > 0:
+        sp, sr = 1 / lp.scale, 1 / lr_.scale
+        if max(sp, sr) > 3 * min(sp, sr):
+            txt += (f" An observation, not a measured cause: the residual arm's latent has std {sr:.2g} against "
+                    f"{sp:.2g} for the plain arm's (1/s, §4's check) — the shortcuts carry unnormalised activations "
+                    "into the latent.")
+    return txt
+
+
 def discriminator_gap(history: History, from_step: int, block: int = 10) -> tuple[float, float]:
-    """Mean of D(x) − D(x̂) (the logged mean logits "d_real", "d_fake") over the steps ≥ ``from_step``
-    (the GAN-on steps), and its standard error from the means of consecutive blocks of ``block`` logged
+    """Mean of D(x) − D(x̂) (the logged mean logits "d_real", "d_fake") over the logged steps > ``from_step``
+    (the GAN-on steps: fit logs call i as step i + 1, and λ·L_GAN acts from call ``disc_start`` on), and its standard error from the means of consecutive blocks of ``block`` logged
     steps (neighbouring steps are correlated: the s.e. of block means is honest, the naive one is not).
     How well the discriminator told real from reconstructed while its gradient reached the decoder."""
     real, fake = history.metrics["d_real"], history.metrics["d_fake"]
     steps = history.steps[len(history.steps) - len(real):]            # logged from some step on
-    gap = torch.tensor([r - f for st, r, f in zip(steps, real, fake) if st >= from_step], dtype=torch.float64)
+    gap = torch.tensor([r - f for st, r, f in zip(steps, real, fake) if st > from_step], dtype=torch.float64)
     if len(gap) < 2:
-        raise ValueError(f"fewer than two logged steps at or after step {from_step}")
+        raise ValueError(f"fewer than two logged steps after step {from_step}")
     nb = len(gap) // block
     means = gap[:nb * block].reshape(nb, block).mean(1) if nb >= 2 else gap
     return float(gap.mean()), float(means.std() / math.sqrt(len(means)))
@@ -411,8 +468,8 @@ def evaluate_ldm(run: LDMRun, n: int, steps: int, seed: int = 0, guidance: float
     ``run.clip_share``). Default ``method="ddpm"``: strided ancestral sampling, the course's best
     20-step sampler (lesson 05's table), as lessons 04 and 06 evaluate.
 
-    Why clip: the cosine schedule's last ᾱ is ≈ 2·10⁻⁹, so the first strided step multiplies any error
-    of ε̂ by ≈ 10³; without a bound the latent run diverges (a VQ decoder hides it by snapping the
+    Why clip: the cosine schedule's last ᾱ is ≈ 2.4·10⁻⁹, and the first strided step starts there, so its
+    x̂_0 multiplies any error of ε̂ by √(1 − ᾱ_T)/√ᾱ_T ≈ 1/√ᾱ_T ≈ 2·10⁴; without a bound the latent run diverges (a VQ decoder hides it by snapping the
     wreck to codes, a continuous decoder does not)."""
     run.clip_count = {}
     s = sample_images(run.ldm.sampler(steps, method, guidance, clip_count=run.clip_count), n, seed=seed)
@@ -472,7 +529,7 @@ def results_table(stages: dict, evals: dict, ldms: dict) -> str:
     """Markdown: one row per first stage — family, f, latent and its numbers per image, parameters,
     training steps and seconds, PSNR ± s.e., sharpness, rFID [interval], and the downstream LDM's
     steps, GFLOP and FID [interval]."""
-    head = ("| comparison | first stage | f | latent | numbers | parameters | steps | train s | PSNR (dB) "
+    head = ("| comparison | first stage | f | latent | numbers | parameters | steps | train s | PSNR (dB) ± s.e. "
             "| sharpness | rFID-MNIST | LDM steps | LDM GFLOP | LDM FID-MNIST |\n"
             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n")
     rows = []
@@ -554,9 +611,34 @@ def _pair_verdict(eb: StageEval, en: StageEval, seed: int) -> PairVerdict:
 
 _WORD = {"lower": "reproduced", "higher": "not reproduced", "same": "not resolved"}
 CLIP_SHARE = 0.01  # share of sampled latent entries on the clip bound above which the text says so
+OFF_RMS = 1.5      # RMS of the sampled scaled latents (the training latents': 1) above which an LDM is off-distribution
 SHARPER = 0.02     # gain in the edge-strength ratio we call "sharper"; a smaller measured gain is "edges N % stronger"
 ONE_RUN = ("One training run per arm: the intervals cover the choice of test images, not training "
            "randomness (a second seed could move each arm).")
+
+
+def off_distribution(ldms: dict, threshold: float = OFF_RMS) -> dict:
+    """{key: RMS} of the LDMs whose sampled scaled latents have RMS > ``threshold`` (the training latents'
+    RMS is 1 by construction of s = 1/std; 1.5 is 2.25× their variance): these LDMs did not learn their
+    latents' distribution, so their FIDs measure that failure, not the first stage."""
+    return {k: r.sample_rms for k, r in ldms.items() if r.sample_rms is not None and r.sample_rms > threshold}
+
+
+def off_distribution_text(ldms: dict, threshold: float = OFF_RMS) -> str:
+    """One sentence naming the off-distribution LDMs (``off_distribution``), or saying there are none."""
+    off = off_distribution(ldms, threshold)
+    if not off:
+        rms = [r.sample_rms for r in ldms.values() if r.sample_rms is not None]
+        return (f"Every LDM drew latents with RMS ≤ {threshold:g} ({min(rms):.2f}–{max(rms):.2f}; the training "
+                "latents': 1): none sits far outside its training latents' range." if rms else "")
+    who = ", ".join(off)
+    vals = ", ".join(f"{v:.2f}" for v in off.values())
+    many = len(off) > 1
+    return (f"The LDM{'s' if many else ''} on {who} drew latents with RMS {vals} (the training latents': 1; we call "
+            f"an RMS above {threshold:g} off-distribution): at this budget {'they' if many else 'it'} did not learn "
+            f"{'these' if many else 'this'} latents' distribution, so {'their' if many else 'its'} FID"
+            f"{'s' if many else ''}, and the ΔFID of any pair {'they belong' if many else 'it belongs'} to, do not "
+            "measure the first stage.")
 
 
 def _numbers(stage: StageRun) -> int:
@@ -573,6 +655,20 @@ def collapse_ratio(ev: StageEval) -> float | None:
     return float(ev.recon.std(0).mean() / ev.originals.std(0).mean().clamp_min(1e-8))
 
 
+def collapse_text(label: str, spread: float | None) -> str:
+    """A sentence for a stage whose reconstructions vary little across test images (``collapse_ratio``),
+    graded: < 0.1 "nearly the same image for every input", 0.1–0.5 "mostly a blurred average digit", and
+    nothing from 0.5 on (or without a ratio). The label's first letter is capitalised."""
+    if spread is None or spread >= 0.5:
+        return ""
+    name = label[:1].upper() + label[1:]
+    if spread < 0.1:
+        return (f"{name} outputs nearly the same image for every input (its reconstructions vary {spread:.0%} as much "
+                "across test images as the originals): it never left the mean-image plateau.")
+    return (f"{name}'s reconstructions vary only {spread:.0%} as much across test images as the originals: mostly "
+            "a blurred average digit.")
+
+
 def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, lb: LDMRun | None,
                   ln: LDMRun | None, claim: str, expect_psnr: str = "higher", why_not: str = "",
                   seed: int = 0, reference: tuple | None = None) -> str:
@@ -586,7 +682,7 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
     whether it bought anything (lower rFID, stronger edges; "sharper" only for a gain ≥ ``SHARPER``). ``why_not``: a sentence added when the rFID
     claim is not reproduced or not resolved (e.g. how long the new term acted). ``reference``: (StageRun,
     StageEval) of a stage that keeps as many numbers per image, to put a relative win in absolute terms.
-    A stage whose reconstructions barely vary across images (``collapse_ratio`` < 0.3) is named."""
+    A stage whose reconstructions vary little across images (``collapse_text``) is named."""
     v = pair_verdict(eb, en, seed)
     psnr_word = {"higher": "higher", "lower": "lower", "same": "unchanged within noise"}[v.psnr_dir]
     psnr_txt = (f"PSNR {eb.psnr:.2f} → {en.psnr:.2f} dB, {psnr_word} ({v.d_psnr:+.2f} ± {2 * v.se_psnr:.2f} dB, "
@@ -604,13 +700,20 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
         what = {"lower": "improves", "higher": "gets worse", "same": "is not separated"}[l]
         parts.append(f"The downstream LDM (same UNet, {ln.steps:,} steps each, {ln.sampler}) {what}: FID "
                      f"{lb.fid} → {ln.fid}, ΔFID {dl} (bootstrap, shared test reference).")
+        off = [(st.label, r.sample_rms) for st, r in ((base, lb), (new, ln))
+               if r.sample_rms is not None and r.sample_rms > OFF_RMS]
+        if off:
+            parts.append("The sampled latents of " + " and ".join(f"{name} (RMS {v:.2f})" for name, v in off) +
+                         " lie far outside the training latents' RMS of 1 (§4's check after the samples): at this budget "
+                         f"{'these LDMs' if len(off) > 1 else 'that LDM'} did not learn the latents' distribution, so this "
+                         "ΔFID does not measure the first stages.")
         clipped = [(st.label, r.clip_share) for st, r in ((base, lb), (new, ln))
                    if r.clip_share is not None and r.clip_share > CLIP_SHARE]
         if clipped:
             parts.append("The sampled latents of " + " and ".join(f"{name} ({p:.0%})" for name, p in clipped) +
                          " end on the clip bound more than " + f"{CLIP_SHARE:.0%} of the time (§4's check after the "
                          "samples), so the LDM FIDs read the sampler's overshoot as much as the latent.")
-        if v.rfid_dir != "same" and l != "same" and l != v.rfid_dir:
+        if v.rfid_dir != "same" and l != "same" and l != v.rfid_dir and not off:
             limited = ln.fid.low > en.rfid.high and lb.fid.low > eb.rfid.high
             parts.append(f"Reconstructions and samples disagree: the {'better' if v.rfid_dir == 'lower' else 'worse'} "
                          f"decoder gave the {'worse' if v.rfid_dir == 'lower' else 'better'} LDM. " +
@@ -650,11 +753,9 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
                      f"{en.rfid.value:.0f}, against {ref_eval.psnr:.1f} dB and {ref_eval.rfid.value:.0f} for "
                      f"{ref_stage.label} (f = {ref_stage.f}) with the same {_numbers(ref_stage)} numbers per image.")
     for st, ev in ((base, eb), (new, en)):
-        spread = collapse_ratio(ev)
-        if spread is not None and spread < 0.3:
-            parts.append(f"{st.label} outputs nearly the same image for every input (the reconstructions vary "
-                         f"{spread:.0%} as much across test images as the originals): it never left the "
-                         "mean-image plateau.")
+        txt = collapse_text(st.label, collapse_ratio(ev))
+        if txt:
+            parts.append(txt)
     parts.append(ONE_RUN)
     return " ".join(parts)
 
@@ -662,13 +763,17 @@ def describe_pair(base: StageRun, new: StageRun, eb: StageEval, en: StageEval, l
 def short_verdict(eb: StageEval, en: StageEval, seed: int = 0, lb: LDMRun | None = None,
                   ln: LDMRun | None = None) -> str:
     """The Summary's line for a pair: ΔrFID with its verdict word, ΔPSNR ± 2 s.e. and, given the two
-    downstream LDMs, their ΔFID with its direction."""
+    downstream LDMs, their ΔFID with its direction — or, when either LDM's sampled latents have RMS >
+    ``OFF_RMS``, "not read" (``off_distribution``)."""
     v = pair_verdict(eb, en, seed)
     text = (f"rFID {eb.rfid.value:.1f} → {en.rfid.value:.1f} (ΔrFID {v.d_rfid}: claim **{_WORD[v.rfid_dir]}** on rFID); "
             f"PSNR {eb.psnr:.1f} → {en.psnr:.1f} dB ({v.d_psnr:+.2f} ± {2 * v.se_psnr:.2f})")
     if lb is not None and ln is not None and lb.fid is not None and ln.fid is not None:
         dl = ldm_fid_difference(lb, ln, seed=seed)
         what = {"lower": "better", "higher": "worse", "same": "not separated"}[_sign(dl)]
+        rms = [r.sample_rms for r in (lb, ln) if r.sample_rms is not None]
+        if rms and max(rms) > OFF_RMS:
+            what = f"LDMs off-distribution, sampled RMS {' / '.join(f'{v:.1f}' for v in rms)}: not read"
         text += f"; downstream LDM FID {lb.fid.value:.0f} → {ln.fid.value:.0f} (ΔFID {dl}: {what})"
     return text
 
@@ -701,12 +806,57 @@ def recipe_split_text(e_l2: StageEval, e_l1: StageEval, e_recipe: StageEval, see
     return txt + word[0].upper() + word[1:] + "."
 
 
+def signed(iv: Interval) -> str:
+    """An interval of a difference with its signs: '+8.5 [+7.6, +9.4]'."""
+    d = iv.digits()
+    return f"{iv.value:+.{d}f} [{iv.low:+.{d}f}, {iv.high:+.{d}f}]"
+
+
+def recipe_split_summary(e_l2: StageEval, e_l1: StageEval, e_recipe: StageEval, seed: int = 0) -> str:
+    """The Summary's split of the recipe's ΔrFID (``recipe_split_text``'s two paired bootstraps), signed
+    and worded by direction: what the L2 → L1 switch did, and what perceptual + GAN did on top of L1."""
+    l1, rest = pair_verdict(e_l2, e_l1, seed), pair_verdict(e_l1, e_recipe, seed)
+    word = {"lower": "lowered rFID", "higher": "made rFID worse", "same": "did not separably change rFID"}
+    return (f"the L2 → L1 switch alone {word[l1.rfid_dir]} (ΔrFID {signed(l1.d_rfid)}); perceptual + GAN on top of "
+            f"L1 {word[rest.rfid_dir]} (ΔrFID {signed(rest.d_rfid)}) (§1's L1-only copy, paired bootstraps)")
+
+
+def recipe_attribution_text(gap: float, gap_se: float, perc_helps: bool, p99_diff: float, mean_diff: float,
+                            d_sharp: float, rfid_lower: bool = True, visible: float = 0.15) -> str:
+    """What §1 can and cannot attribute the recipe's rFID change to. rFID-MNIST is a distance between conv-net
+    features, and the perceptual term is one too, so a lower rFID alone does not show a perceptual
+    improvement. The run's four other signs: the discriminator's gap (``discriminator_gap``: ≥ 0.5 logits
+    and past 2 s.e. counts as a clear signal), the blur check of §1 (``perc_helps``), a visible difference
+    between the two reconstructions (99th percentile of |x̂_recipe − x̂_L2| ≥ ``visible``) and sharper edges
+    (a gain ≥ ``SHARPER``). Worded for any mix of them; with ``rfid_lower`` False there is no gain to attribute."""
+    if not rfid_lower:
+        return "The recipe did not lower rFID here, so §1 has no rFID gain to attribute."
+    signs = [(gap >= 0.5 and gap > 2 * gap_se, f"the discriminator separated real from reconstructed by {gap:.2f} "
+                                              "logits"),
+             (perc_helps, "the random-feature distance " + ("penalised" if perc_helps else "did not penalise") +
+              " blur more than L1"),
+             (p99_diff >= visible, f"the two reconstructions differ by {p99_diff:.2f} at the 99th percentile of "
+                                   f"pixels (mean {mean_diff:.3f})"),
+             (d_sharp >= SHARPER, f"the edges changed by {d_sharp:+.3f}")]
+    pro = [t for ok, t in signs if ok]
+    con = [t for ok, t in signs if not ok]
+    head = ("rFID-MNIST is a distance between conv-net features, and the perceptual term is one too, so a lower "
+            "rFID alone does not show that reconstructions look better. ")
+    if not pro:
+        return (head + "Nothing else in this run points to a perceptual change: " + "; ".join(con) + ". So this run "
+                "cannot tell whether the lower rFID is a perceptual improvement or the loss matching conv features.")
+    if not con:
+        return head + "Here the other signs agree with a perceptual change: " + "; ".join(pro) + "."
+    return (head + "The other signs are mixed — for a perceptual change: " + "; ".join(pro) + "; against: " +
+            "; ".join(con) + ". So this run cannot fully attribute the lower rFID to a perceptual improvement.")
+
+
 def discriminator_gap_text(history: History, disc_start: int, block: int = 10) -> str:
     """The D gap (``discriminator_gap`` over the GAN-on steps) in a sentence, worded by its size: not
     separated from 0 (± 2 s.e.), below 0.5 logits (weak; the hinge loss saturates at a gap of 2:
     D(x) ≥ 1, D(x̂) ≤ −1), or clear."""
     gap, se = discriminator_gap(history, disc_start, block)
-    n = sum(st >= disc_start for st in history.steps)
+    n = sum(st > disc_start for st in history.steps)
     txt = (f"Over the {n} logged steps with λ·L_GAN on, the discriminator separated real from reconstructed digits by "
            f"{gap:.2f} ± {2 * se:.2f} logits (mean D(x) − D(x̂), ± 2 s.e. from blocks of {block} steps)")
     if abs(gap) <= 2 * se:
@@ -717,11 +867,83 @@ def discriminator_gap_text(history: History, disc_start: int, block: int = 10) -
     return txt + ": D told them apart, so its gradient had something to push the decoder towards."
 
 
+def _slash(xs, fmt) -> str:
+    return " / ".join(format(x, fmt) for x in xs)
+
+
+def seed_claims_text(stages: dict, evals: dict, ldms: dict, reference: str = "kl-l2") -> str:
+    """The Summary's "seed's claims" block: the three claims of the seed paper that the run decides beyond
+    §1–3's pairs, one line each with its verdict word, the numbers and the reason.
+
+    1. §2.1: the first stages "work well at moderate spatial compression (8×) but cannot reach good
+       reconstruction at high compression (e.g. 64×)": the best f = 8 stage against the best f ≥ 16 stage by
+       rFID (95 % intervals: **reproduced** when the high-f interval lies wholly above, **not reproduced**
+       when wholly below, **not resolved** when they overlap).
+    2. §2.1, fig. 12: DC-AE raised f to 128 "while reconstruction quality was preserved" — in absolute terms:
+       every residual stage (keys ``dc-f*-res``) against ``reference`` (an f = 8 stage with as many numbers
+       per image): **not reproduced** when every residual rFID interval lies wholly above the reference's,
+       **reproduced** when none does, **mixed** otherwise.
+    3. §2.2: diffusion models in VQ-regularised latents reach better sample quality than in KL-regularised
+       ones: **not tested** (keys ``vq-*`` and ``kl-*`` differ in steps and losses too), with the direction the
+       LDM FIDs show descriptively (every VQ interval above every KL one: the opposite; below: the same)."""
+    lines = []
+    low = [k for k in stages if stages[k].f == 8]
+    high = [k for k in stages if stages[k].f >= 16]
+    if low and high:
+        b8 = min(low, key=lambda k: evals[k].rfid.value)
+        bh = min(high, key=lambda k: evals[k].rfid.value)
+        w = {"higher": "reproduced", "lower": "not reproduced", "overlap": "not resolved"}[
+            _compare(evals[b8].rfid, evals[bh].rfid)]
+        nums = {_numbers(stages[k]) for k in low + high}
+        same = f", all with {nums.pop()} numbers per image" if len(nums) == 1 else ""
+        fmax = max(stages[k].f for k in high)
+        lines.append(
+            f"- **§2.1: good reconstruction at moderate compression (8×), not at high (64×)** — **{w}**: the best "
+            f"f = 8 stage ({stages[b8].label}) reconstructs at rFID {evals[b8].rfid}, {evals[b8].psnr:.1f} dB; the "
+            f"best f ≥ 16 stage ({stages[bh].label}, f = {stages[bh].f}) at rFID {evals[bh].rfid}, "
+            f"{evals[bh].psnr:.1f} dB{same}. The highest f here is {fmax}, not 64; one run per stage, at this "
+            "budget.")
+    ref = stages.get(reference)
+    res = sorted((k for k in stages if k.startswith("dc-") and k.endswith("-res")), key=lambda k: stages[k].f)
+    if ref is not None and res:
+        worse = [_compare(evals[reference].rfid, evals[k].rfid) == "higher" for k in res]
+        w = "not reproduced" if all(worse) else "reproduced" if not any(worse) else "mixed"
+        why = (f" Reasons at hand: no three-phase training (DC-AE's), {_slash(sorted({stages[k].steps for k in res}), ',')} "
+               "steps, small networks; §3's pairs test the shortcuts' relative gain, a different question."
+               if w != "reproduced" else "")
+        lines.append(
+            f"- **§2.1, fig. 12: DC-AE raises f (to 128) with reconstruction quality preserved** — in absolute terms "
+            f"**{w}**: DC-AE at f = {_slash([stages[k].f for k in res], 'd')} reconstructs at rFID "
+            f"{_slash([evals[k].rfid.value for k in res], '.0f')} and {_slash([evals[k].psnr for k in res], '.1f')} dB, "
+            f"against {evals[reference].rfid.value:.0f} and {evals[reference].psnr:.1f} dB for {ref.label} at f = "
+            f"{ref.f} ({_numbers(ref)} numbers per image"
+            f"{', as many' if all(_numbers(stages[k]) == _numbers(ref) for k in res) else ''})." + why)
+    vq = [k for k in stages if k.startswith("vq-") and k in ldms and ldms[k].fid is not None]
+    kl = [k for k in stages if k.startswith("kl-") and k in ldms and ldms[k].fid is not None]
+    if vq and kl:
+        above = all(ldms[v].fid.low > ldms[k].fid.high for v in vq for k in kl)
+        below = all(ldms[v].fid.high < ldms[k].fid.low for v in vq for k in kl)
+        seen = ("descriptively the opposite here" if above else "descriptively the same direction here" if below
+                else "descriptively no order here")
+        steps = lambda ks: _slash(sorted({stages[k].steps for k in ks}), ",")
+        off = [k for k in vq + kl if k in off_distribution(ldms)]
+        lines.append(
+            f"- **§2.2: diffusion in VQ-regularised latents beats KL-regularised ones** — **not tested** as a "
+            f"controlled comparison; {seen} (LDM FID: VQ {_slash([ldms[k].fid.value for k in vq], '.0f')} against KL "
+            f"{_slash([ldms[k].fid.value for k in kl], '.0f')}). The VQ stages trained {steps(vq)} steps against "
+            f"{steps(kl)}, with different losses, and reconstruct at rFID {_slash([evals[k].rfid.value for k in vq], '.0f')}"
+            f" against {_slash([evals[k].rfid.value for k in kl], '.0f')}, so this is no evidence "
+            f"{'against' if above else 'for' if below else 'either way on'} the seed's claim" +
+            (f" (and the LDMs on {', '.join(off)} are off-distribution)." if off else "."))
+    return "**The seed's claims** (beyond the pairs above):\n\n" + "\n".join(lines) if lines else ""
+
+
 def latent_range_table(stages: dict, ldms: dict, threshold: float = CLIP_SHARE) -> str:
     """Markdown: per first stage the latent scale s, the clip bound max|z·s| of the training latents, their
     excess kurtosis, the RMS of the LDM's sampled latents (the training latents': 1) and the share of
     sampled latent entries at the clip bound (``LDMRun.clip_share``); then a sentence for every LDM whose
-    share exceeds ``threshold`` (or one saying none does), and one naming heavy-tailed latents."""
+    share exceeds ``threshold`` (or one saying none does), one naming the LDMs whose sampled latents' RMS
+    exceeds ``OFF_RMS`` (``off_distribution_text``), and one naming heavy-tailed latents."""
     head = ("| first stage | s | max \\|z·s\\| (clip) | excess kurtosis of z·s | RMS of sampled z | sampled entries "
             "at the clip bound |\n|---|---:|---:|---:|---:|---:|\n")
     rows = []
@@ -739,6 +961,7 @@ def latent_range_table(stages: dict, ldms: dict, threshold: float = CLIP_SHARE) 
     else:
         text = (f"No LDM's sampled latents sit on the clip bound more than {threshold:.0%} of the time: the clip "
                 "did not shape the samples.")
+    text += " " + off_distribution_text(ldms)
     heavy = [k for k, r in ldms.items() if r.latent_kurtosis > 3]
     if heavy:
         text += (f" Heavy-tailed latents (excess kurtosis > 3): {', '.join(heavy)} — a few entries far out set "
@@ -753,7 +976,9 @@ __all__ = ["StageRun", "make_vqgan_loss", "train_vqgan_pair", "train_movq_pair",
            "latent_size_text", "PairVerdict", "pair_verdict", "collapse_ratio", "describe_pair", "short_verdict",
            "claim_word", "ONE_RUN", "make_l1_loss", "loss_drop", "first_step_below", "dc_curve_text",
            "discriminator_gap", "excess_kurtosis", "decode_noisy_latents", "SHARPER", "recipe_split_text",
-           "discriminator_gap_text", "latent_range_table", "CLIP_SHARE"]
+           "discriminator_gap_text", "latent_range_table", "CLIP_SHARE", "loss_trend", "cosine_lr_factor",
+           "IMPROVING", "dc_why_not", "OFF_RMS", "off_distribution", "off_distribution_text", "collapse_text",
+           "signed", "recipe_split_summary", "recipe_attribution_text", "seed_claims_text"]
 
 
 # ----------------------------------------------------------------------------- the course table

@@ -111,8 +111,11 @@ def train_or_load_ddpm(preset, checkpoint_dir: str | Path = "checkpoints", retra
             extra = blob.get("extra", {})
             if extra.get("T") == cfg.T and extra.get("schedule") == cfg.schedule:
                 model.to(device).eval()
-                print(f"loaded {path} (trained {extra.get('steps')} steps in {extra.get('train_seconds', 0):.0f} s)")
-                return DDPMRun(model, schedule, load_history(blob), cfg, path, True,
+                hist = load_history(blob)
+                own = f"; {hist.seconds - hist.eval_seconds:.0f} s of training" if hist is not None and hist.eval_seconds else ""
+                print(f"loaded {path} (trained {extra.get('steps')} steps in {extra.get('train_seconds', 0):.0f} s"
+                      f"{' including evaluations' if own else ''}{own})")
+                return DDPMRun(model, schedule, hist, cfg, path, True,
                                float(extra.get("train_seconds", 0.0)))
             print(f"not using {path}: it was trained with T={extra.get('T')}, schedule {extra.get('schedule')!r}, "
                   f"the preset asks for T={cfg.T}, {cfg.schedule!r}. Training again.")
