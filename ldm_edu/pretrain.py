@@ -147,7 +147,7 @@ def measure(entry: dict, folder: Path) -> str:
             xb = binarize(x, generator=torch.Generator().manual_seed(1234))   # lesson 02's binarised test set
             return f"test −ELBO {evaluate_vae(model, xb)['neg_elbo']:.1f} nats"
         r = evaluate_vqvae(model, x)
-        return f"test PSNR {r['psnr']:.1f} ± {r['psnr_se']:.1f} dB, {r['used']} codes used"
+        return f"test PSNR {r['psnr']:.2f} ± {r['psnr_se']:.2f} dB (± s.e.), {r['used']} codes used"
     if entry["kind"] == "UNet" and cfg.get("in_ch") == 1 and cfg.get("image_size") == 28 and blob["ema"] is not None:
         d = get_preset(pretrained.PRESET, device="cpu").diffusion
         model = UNet(**cfg)
