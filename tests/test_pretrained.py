@@ -8,7 +8,7 @@ from torch import nn
 from ldm_edu import pretrained, pretrain
 from ldm_edu.data import TensorBatches
 from ldm_edu.presets import get_preset
-from ldm_edu.train import EMA, fit
+from ldm_edu.train import EMA, History, fit
 
 
 class Tiny(nn.Module):
@@ -246,3 +246,32 @@ def test_large_matrices_ship_as_int8_rows_within_half_a_step_of_each_row_max():
     hand = torch.tensor([[127.0, 0.4, -0.6] + [0.0] * (pretrained.QUANTIZE_MIN - 3)])
     r, q = pretrained.pack({"h": hand})
     assert q["h"]["q"][0, :3].tolist() == [127, 0, -1]
+
+
+def test_todays_lessons_still_find_their_shipped_runs(monkeypatch):
+    """Key drift guard: the runs lessons 01, 02 and 04 make today (desc, model, steps, batches) are the
+    ones shipped, and their weights load into today's models. A changed preset or desc fails here."""
+    from types import SimpleNamespace
+    from ldm_edu.autoencoders import VAE, Autoencoder
+    from ldm_edu.unet import unet_from_config
+    manifest = pretrained.load_manifest(pretrained.WEIGHTS_DIR)
+    if not manifest["runs"]:
+        pytest.skip("no weights shipped yet")
+    monkeypatch.delenv("LDM_EDU_RECORD", raising=False)
+    monkeypatch.setenv("LDM_EDU_PRETRAINED", "1")
+    p = get_preset()
+    data = lambda bs: SimpleNamespace(tensors=[torch.empty(60000)], batch_size=bs, seed=p.seed)
+    runs = [(Autoencoder(latent_dim=p.ae.latent_dim, hidden=p.ae.hidden), f"AE d={p.ae.latent_dim}", p.ae.steps,
+             data(p.ae.batch_size)),
+            (VAE(latent_dim=p.vae.latent_dim, hidden=p.vae.hidden), f"VAE d={p.vae.latent_dim}: −ELBO (nats)",
+             p.vae.steps, data(p.vae.batch_size)),
+            (unet_from_config(p.diffusion), f"DDPM ({p.name})", p.diffusion.steps, data(p.diffusion.batch_size))]
+    for model, desc, steps, batches in runs:
+        pretrained._reset_uses()
+        key = pretrained.run_key(model, desc, steps, batches)
+        assert key in manifest["runs"], f"no shipped run for {key}"
+        before = [v.clone() for v in model.state_dict().values()]
+        history = History()
+        assert pretrained.replay(key, model, history)
+        assert history.last_step == steps
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
