@@ -8,7 +8,8 @@
   ``LDM_EDU_PRETRAINED=1`` every fit() loads those shipped weights instead of training.
 
 ``get_preset()`` picks one: an explicit name, else "pretrained" when ``$LDM_EDU_PRETRAINED`` is 1,
-else ``$LDM_EDU_PRESET``, else "gpu" if CUDA is available, else "cpu" (``$LDM_EDU_DEVICE`` moves it). Each lesson section is a frozen dataclass; read them as
+else ``$LDM_EDU_PRESET``, else "gpu" if CUDA is available, else "cpu" (``$LDM_EDU_DEVICE`` moves it).
+Each lesson section is a frozen dataclass; read them as
 ``preset.ae.steps``, ``preset.vae.latent_dim``, ...
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 from dataclasses import dataclass, field, replace
 
 import torch
+
+from . import pretrained
 
 NAMES = ("tiny", "cpu", "gpu", "pretrained")
 
@@ -251,8 +254,7 @@ class Preset:
 
     def describe(self) -> str:
         if self.name == "pretrained":
-            from . import pretrained          # which of its two uses: replaying shipped runs, or recording them
-            if pretrained.replaying():
+            if pretrained.replaying():    # which of its two uses: replaying shipped runs, or recording them
                 return (f"preset 'pretrained' on {self.device}: pretrained mode — every training cell loads the "
                         "shipped weights and history of a longer run (docs/MODEL_CARD.md) instead of training; "
                         "everything after it runs live")
@@ -357,7 +359,7 @@ def get_preset(name: str | None = None, device: str | None = None) -> Preset:
     ``device`` overrides where it runs (tests build the ``gpu`` preset on the CPU this way)."""
     if name is None:
         name = os.environ.get("LDM_EDU_PRESET") or ("gpu" if torch.cuda.is_available() else "cpu")
-        if os.environ.get("LDM_EDU_PRETRAINED", "").strip().lower() in ("1", "true", "yes"):
+        if pretrained.requested():
             name = "pretrained"            # the shipped weights were trained in it (ldm_edu.pretrained)
     device = device or os.environ.get("LDM_EDU_DEVICE") or None
     key = str(name).strip().lower()

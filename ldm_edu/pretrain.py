@@ -95,16 +95,15 @@ def merge(lesson: str, record: Path, folder: Path, seconds: float) -> dict:
         if blob["ema"] is not None:
             blob["ema"], blob["ema_int8"] = pretrained.pack(blob["ema"])
         torch.save(blob, folder / f.name)
-        h = blob["history"]
-        evals = {k: v[-1][1] for k, v in h.get("evals", {}).items() if v}
+        h, path = blob["history"], folder / f.name
         runs[blob["key"]] = {
-            "file": f.name, "sha256": pretrained.sha256_of(folder / f.name), "bytes": (folder / f.name).stat().st_size,
-            "lesson": lesson, "desc": blob["key"].split(" | ")[0], "kind": blob["kind"],
+            "file": f.name, "sha256": pretrained.sha256_of(path), "bytes": path.stat().st_size,
+            "lesson": lesson, "desc": pretrained.run_desc(blob["key"]), "kind": blob["kind"],
             "parameters": sum(v.numel() for v in pretrained.unpack(blob["state_dict"], blob["int8"]).values()),
             "steps": h["steps"][-1] if h["steps"] else 0,
             "train_seconds": round(h["seconds"] - h.get("eval_seconds", 0.0), 1),
-            "final_loss": h["loss"][-1] if h["loss"] else None, "last_eval": evals}
-        runs[blob["key"]]["quality"] = measure(runs[blob["key"]] | {"key": blob["key"]}, folder)
+            "final_loss": h["loss"][-1] if h["loss"] else None,
+            "quality": measure(blob)}
     lessons = dict(manifest.get("lessons", {}))
     lessons[lesson] = {"seconds": round(seconds, 1), "machine": machine(),
                        "date": datetime.date.today().isoformat()}
@@ -119,7 +118,7 @@ def merge(lesson: str, record: Path, folder: Path, seconds: float) -> dict:
 
 
 @torch.no_grad()
-def measure(entry: dict, folder: Path) -> str:
+def measure(blob: dict) -> str:
     """The quality of one shipped run on MNIST's test set, measured here: PSNR of an autoencoder, −ELBO
     of a VAE, PSNR of a VQ-VAE, FID-MNIST [95 %] of the pixel DDPM (20 strided ancestral steps, EMA
     weights, x̂₀ clipped, n = 1 000). Other runs are measured in their lesson: "—"."""
@@ -133,22 +132,21 @@ def measure(entry: dict, folder: Path) -> str:
     from .vq import VQVAE, evaluate_vqvae
     from .analysis import evaluate_vae
 
-    blob = torch.load(folder / entry["file"], map_location="cpu", weights_only=True)
-    cfg = json.loads(entry["key"].split(" | ")[1].split(" ", 1)[1])
+    cfg = pretrained.run_config(blob["key"])
     kinds = {"Autoencoder": Autoencoder, "VAE": VAE, "VQVAE": VQVAE}
     x, _ = mnist_tensors("test", limit=10000)
-    if entry["kind"] in kinds:
-        model = kinds[entry["kind"]](**cfg)
+    if blob["kind"] in kinds:
+        model = kinds[blob["kind"]](**cfg)
         model.load_state_dict({k: v.float() for k, v in pretrained.unpack(blob["state_dict"], blob.get("int8")).items()})
         model.eval()
-        if entry["kind"] == "Autoencoder":
+        if blob["kind"] == "Autoencoder":
             return f"test PSNR {psnr(x, model(x)[0].clamp(0, 1)).mean():.1f} dB"
-        if entry["kind"] == "VAE":
+        if blob["kind"] == "VAE":
             xb = binarize(x, generator=torch.Generator().manual_seed(1234))   # lesson 02's binarised test set
             return f"test −ELBO {evaluate_vae(model, xb)['neg_elbo']:.1f} nats"
         r = evaluate_vqvae(model, x)
         return f"test PSNR {r['psnr']:.2f} ± {r['psnr_se']:.2f} dB (± s.e.), {r['used']} codes used"
-    if entry["kind"] == "UNet" and cfg.get("in_ch") == 1 and cfg.get("image_size") == 28 and blob["ema"] is not None:
+    if blob["kind"] == "UNet" and cfg.get("in_ch") == 1 and cfg.get("image_size") == 28 and blob["ema"] is not None:
         d = get_preset(pretrained.PRESET, device="cpu").diffusion
         model = UNet(**cfg)
         model.load_state_dict({k: v.float() for k, v in pretrained.unpack(blob["ema"], blob.get("ema_int8")).items()})

@@ -42,12 +42,16 @@ class PretrainedWeightsError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- which mode
+def requested() -> bool:
+    """``$LDM_EDU_PRETRAINED`` is set to 1 (true, yes): the user asked for pretrained mode."""
+    return os.environ.get("LDM_EDU_PRETRAINED", "").strip().lower() in ("1", "true", "yes")
+
+
 def replaying() -> bool:
     """True when fit() should load shipped weights instead of training (pretrained mode, not recording)."""
     if os.environ.get("LDM_EDU_RECORD"):
         return False
-    return (os.environ.get("LDM_EDU_PRETRAINED", "").strip().lower() in ("1", "true", "yes")
-            or os.environ.get("LDM_EDU_PRESET", "").strip().lower() == PRESET)
+    return requested() or os.environ.get("LDM_EDU_PRESET", "").strip().lower() == PRESET
 
 
 def record_dir() -> Path | None:
@@ -96,8 +100,18 @@ def run_key(model: nn.Module, desc: str, steps: int, batches) -> str:
     return f"{base} | #{n}"
 
 
+def run_desc(key: str) -> str:
+    """The ``desc`` a run key starts with (its progress-bar title)."""
+    return key.split(" | ")[0]
+
+
+def run_config(key: str) -> dict:
+    """The model configuration a run key holds (the constructor arguments of its model)."""
+    return json.loads(key.split(" | ")[1].split(" ", 1)[1])
+
+
 def _file_name(key: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", key.split(" | ")[0]).strip("_")[:40] or "run"
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", run_desc(key)).strip("_")[:40] or "run"
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
@@ -181,7 +195,7 @@ def find(key: str, folder: Path | None = None) -> dict | None:
     if entry is None:
         return None
     path = folder / entry["file"]
-    rebuild = f"`{REBUILD} {entry.get('lesson', '')}`".replace(" `", "`")
+    rebuild = "`" + f"{REBUILD} {entry.get('lesson', '')}".strip() + "`"
     if not path.exists():
         raise PretrainedWeightsError(f"{path} is listed in {folder / MANIFEST} but missing: restore it "
                                      f"(git checkout -- {folder.name}/) or rebuild it with {rebuild}")
@@ -205,9 +219,9 @@ def replay(key: str, model: nn.Module, history, ema=None) -> bool:
         return False
     blob = find(key)
     if blob is None:
-        print(f"no shipped weights for this run ({key.split(' | ')[0]}): training it now")
+        print(f"no shipped weights for this run ({run_desc(key)}): training it now")
         return False
-    where = f"the shipped weights for '{key.split(' | ')[0]}'"
+    where = f"the shipped weights for '{run_desc(key)}'"
     if blob["kind"] != type(model).__name__:
         raise PretrainedWeightsError(f"{where} are a {blob['kind']}, not a {type(model).__name__}: rebuild with `{REBUILD}`")
     _restore(model, unpack(blob["state_dict"], blob.get("int8")), where)
@@ -222,5 +236,6 @@ def replay(key: str, model: nn.Module, history, ema=None) -> bool:
     return True
 
 
-__all__ = ["PRESET", "REBUILD", "PretrainedWeightsError", "replaying", "record_dir", "run_key", "record",
+__all__ = ["PRESET", "REBUILD", "PretrainedWeightsError", "requested", "replaying", "record_dir", "run_key",
+           "run_desc", "run_config", "record",
            "find", "replay", "load_manifest", "sha256_of", "weights_dir", "pack", "unpack"]
