@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .nn import eval_batch_size
+
 CLASSIFIER_PATH = Path(__file__).parent / "assets" / "mnist_classifier.pt"
 
 
@@ -80,20 +82,22 @@ def _check_unit_images(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def classifier_features(images: torch.Tensor, device=None, batch_size: int = 1000) -> torch.Tensor:
+def classifier_features(images: torch.Tensor, device=None, batch_size: int | None = None) -> torch.Tensor:
     """128-d penultimate features of the shipped classifier, float64 on the CPU. Images in [0, 1]."""
     x = _check_unit_images(images, "images")
     device = device or x.device
+    batch_size = batch_size or eval_batch_size(device)
     clf = load_classifier(device)
     return torch.cat([clf.features(x[i:i + batch_size].to(device)).double().cpu()
                       for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
-def classifier_probs(images: torch.Tensor, device=None, batch_size: int = 1000) -> torch.Tensor:
+def classifier_probs(images: torch.Tensor, device=None, batch_size: int | None = None) -> torch.Tensor:
     """Softmax class probabilities p(y | x), (N, 10). Images in [0, 1]."""
     x = _check_unit_images(images, "images")
     device = device or x.device
+    batch_size = batch_size or eval_batch_size(device)
     clf = load_classifier(device)
     return torch.cat([clf(x[i:i + batch_size].to(device)).softmax(-1).double().cpu()
                       for i in range(0, len(x), batch_size)])
@@ -123,10 +127,11 @@ class ClassifierOutputs:
 
 
 @torch.no_grad()
-def classifier_outputs(images: torch.Tensor, device=None, batch_size: int = 1000) -> ClassifierOutputs:
+def classifier_outputs(images: torch.Tensor, device=None, batch_size: int | None = None) -> ClassifierOutputs:
     """One classifier pass over ``images`` (in [0, 1], (N, 1, 28, 28)): features and p(y | x)."""
     x = _check_unit_images(images, "images")
     device = device or x.device
+    batch_size = batch_size or eval_batch_size(device)
     clf = load_classifier(device)
     feats, probs = [], []
     for i in range(0, len(x), batch_size):

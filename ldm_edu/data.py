@@ -75,6 +75,9 @@ def load_mnist(split: str = "train", data_dir: str | Path | None = None) -> tupl
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) → float (N, 1, 28, 28) in [0, 1]."""
+    if images.is_floating_point():
+        raise TypeError(f"to_unit/to_signed take uint8 images (0–255), got {images.dtype}: float images "
+                        "are already scaled — use x * 2 - 1 for [0, 1] → [−1, 1], or mnist_tensors(scale='signed')")
     return images.float().div(255.0).unsqueeze(1) if images.dim() == 3 else images.float().div(255.0)
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .nn import ConvDecoder, ConvEncoder
+from .nn import ConvDecoder, ConvEncoder, eval_batch_size
 from .autoencoders import reparameterize
 from .diffusion import diffusion_loss
 from .losses import gaussian_kl
@@ -168,26 +168,42 @@ def _quantize(quantizer: nn.Module, z: torch.Tensor):
 
 # ----------------------------------------------------------------------------- the scale factor
 @torch.no_grad()
-def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000, sample: bool = False,
+@torch.no_grad()
+def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int | None = None, sample: bool = False,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Unscaled latents of every image in ``x`` (encoded once; training stage 2 then never runs ℰ).
 
     ``sample=False``: the posterior means μ (a KL first stage) or z_e (VQ); ``sample=True``: one draw
-    z = μ + σ ε from q(z|x) per image (KL only), ε from ``generator``."""
-    if sample and ae.reg != "kl":
-        raise ValueError("sample=True draws from q(z|x), which only a KL first stage has")
+    z = μ + σ ε from q(z|x) per image (KL only), ε from ``generator`` (see ``posterior_sample``)."""
+    if sample:
+        return posterior_sample(*posterior_dataset(ae, x, batch_size), generator)
+    batch_size = batch_size or eval_batch_size(x.device)
     was = ae.training
     ae.eval()
-    out = []
-    for i in range(0, len(x), batch_size):
-        if sample:
-            mu, logvar = ae.posterior(x[i:i + batch_size])
-            eps = torch.randn(mu.shape, generator=generator).to(mu)
-            out.append(mu + (0.5 * logvar).exp() * eps)
-        else:
-            out.append(ae.encode(x[i:i + batch_size]))
+    out = [ae.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     ae.train(was)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def posterior_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, log σ²) of q(z|x) for every image in ``x`` (a KL first stage): one pass of ℰ gives both the
+    posterior means and, with ``posterior_sample``, a draw from it."""
+    if getattr(ae, "reg", None) != "kl":
+        raise ValueError("q(z|x) with a variance exists only for a KL first stage (reg='kl')")
+    batch_size = batch_size or eval_batch_size(x.device)
+    was = ae.training
+    ae.eval()
+    mu, logvar = zip(*(ae.posterior(x[i:i + batch_size]) for i in range(0, len(x), batch_size)))
+    ae.train(was)
+    return torch.cat(mu), torch.cat(logvar)
+
+
+def posterior_sample(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw z = μ + σ ε per row, ε ~ N(0, I) from ``generator`` (on the CPU, so a seed gives the same
+    draw on any device)."""
+    eps = torch.randn(mu.shape, generator=generator).to(mu)
+    return mu + (0.5 * logvar).exp() * eps
 
 
 def latent_scale_factor(z: torch.Tensor) -> float:
@@ -257,9 +273,12 @@ class LatentDiffusion(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents → images in [0, 1]: 𝒟(z / s), mapped from [−1, 1]."""
+        """Scaled latents → images in [0, 1]: 𝒟(z / s), mapped from [−1, 1] (in batches of
+        ``eval_batch_size``: the sampler hands over hundreds at once)."""
         self.check_latent(z)
-        return ((self.autoencoder.decode(z / self.scale_factor) + 1) / 2).clamp(0, 1)
+        k = eval_batch_size(z.device)
+        x = torch.cat([self.autoencoder.decode(z[i:i + k] / self.scale_factor) for i in range(0, len(z), k)])
+        return ((x + 1) / 2).clamp(0, 1)
 
     def loss(self, z0: torch.Tensor, y: torch.Tensor | None = None, p_uncond: float = 0.0):
         """ε-prediction loss (DDPM Algorithm 1) on scaled latents z0 (B, c, h, w)."""
@@ -341,9 +360,11 @@ class LatentDiffusion(nn.Module):
 
 # ----------------------------------------------------------------------------- measurement helpers
 @torch.no_grad()
-def reconstruction_psnr(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000) -> float:
+@torch.no_grad()
+def reconstruction_psnr(ae: FirstStage, x: torch.Tensor, batch_size: int | None = None) -> float:
     """Mean PSNR (dB, images in [0, 1]) of 𝒟(ℰ(x)) over ``x`` (in [−1, 1])."""
     from .metrics import psnr
+    batch_size = batch_size or eval_batch_size(x.device)
     ae.eval()
     vals = []
     for i in range(0, len(x), batch_size):
@@ -354,5 +375,5 @@ def reconstruction_psnr(ae: FirstStage, x: torch.Tensor, batch_size: int = 1000)
 
 
 __all__ = ["FirstStage", "first_stage_loss", "check_factor", "pad_images", "crop_images",
-           "encode_dataset", "latent_scale_factor", "latent_log_snr", "LatentDiffusion",
+           "encode_dataset", "posterior_dataset", "posterior_sample", "latent_scale_factor", "latent_log_snr", "LatentDiffusion",
            "reconstruction_psnr", "IMAGE_SIZE", "PADDED_SIZE"]

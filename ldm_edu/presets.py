@@ -335,16 +335,17 @@ def _pretrained() -> Preset:
     lesson shows these longer runs' histories and quality in the time its evaluations take."""
     cpu = _cpu()
     # training: longer than cpu (FID-MNIST along training, n_eval samples, is recorded with each run);
-    # the lessons' own sampling after training: half cpu's n (wider intervals) so a replayed lesson is quick
+    # the lessons' own sampling after training: half cpu's n or less (wider intervals), and lesson 05's widget
+    # without η = 0.5 (the steps table keeps it), so a replayed lesson runs in 2 minutes with inline figures
     return replace(
         cpu, name="pretrained", minutes=2,
         ae=replace(cpu.ae, steps=6000, sweep_steps=3000),
         vae=replace(cpu.vae, steps=20000, steps_2d=6000, beta_steps=2400),
         vq=replace(cpu.vq, steps=700, extra_steps=1300, prior_steps=4000),
         diffusion=replace(cpu.diffusion, steps=5000, batch_size=64, eval_every=500,
-                          n_fid=500, n_fid_steps=400, n_guidance=100),
+                          n_fid=500, n_fid_steps=300, n_guidance=100, widget_etas=(0.0, 1.0)),
         ldm=replace(cpu.ldm, ae_steps=1000, steps=5000, eval_every=500, unscaled_steps=2500, study_gflop=4000.0,
-                    n_fid=500),
+                    n_fid=400),
         compression=replace(cpu.compression, warmup_steps=800, gan_steps=400, disc_start=100, movq_steps=800,
                             dc_steps=800, ldm_gflop=1000.0, ldm_max_steps=2000, n_fid=500, table_n=500),
     )

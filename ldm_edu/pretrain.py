@@ -91,15 +91,14 @@ def merge(lesson: str, record: Path, folder: Path, seconds: float) -> dict:
         blob = torch.load(f, map_location="cpu", weights_only=True)
         if blob["key"] in runs:                 # trained again by a later lesson: the first one stays
             continue
-        blob["state_dict"], blob["int8"] = pretrained.pack(blob["state_dict"])
-        if blob["ema"] is not None:
-            blob["ema"], blob["ema_int8"] = pretrained.pack(blob["ema"])
-        torch.save(blob, folder / f.name)
-        h, path = blob["history"], folder / f.name
+        blob = pretrained.ship(blob)
+        name = f.name + ".gz"
+        pretrained.write_shipped(blob, folder / name)
+        h, path = blob["history"], folder / name
         runs[blob["key"]] = {
-            "file": f.name, "sha256": pretrained.sha256_of(path), "bytes": path.stat().st_size,
+            "file": name, "sha256": pretrained.sha256_of(path), "bytes": path.stat().st_size,
             "lesson": lesson, "desc": pretrained.run_desc(blob["key"]), "kind": blob["kind"],
-            "parameters": sum(v.numel() for v in pretrained.unpack(blob["state_dict"], blob["int8"]).values()),
+            "parameters": sum(v.numel() for v in pretrained.model_state(blob).values()),
             "steps": h["steps"][-1] if h["steps"] else 0,
             "train_seconds": round(h["seconds"] - h.get("eval_seconds", 0.0), 1),
             "final_loss": h["loss"][-1] if h["loss"] else None,
@@ -110,7 +109,7 @@ def merge(lesson: str, record: Path, folder: Path, seconds: float) -> dict:
     manifest = {"preset": pretrained.PRESET, "command": pretrained.REBUILD, "runs": dict(sorted(runs.items())),
                 "lessons": dict(sorted(lessons.items()))}
     keep = {v["file"] for v in runs.values()}
-    for f in folder.glob("*.pt"):
+    for f in [*folder.glob("*.pt"), *folder.glob("*.pt.gz")]:
         if f.name not in keep:
             f.unlink()
     (folder / pretrained.MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
@@ -120,10 +119,14 @@ def merge(lesson: str, record: Path, folder: Path, seconds: float) -> dict:
 @torch.no_grad()
 def measure(blob: dict) -> str:
     """The quality of one shipped run on MNIST's test set, measured here: PSNR of an autoencoder, −ELBO
-    of a VAE, PSNR of a VQ-VAE, FID-MNIST [95 %] of the pixel DDPM (20 strided ancestral steps, EMA
-    weights, x̂₀ clipped, n = 1 000). Other runs are measured in their lesson: "—"."""
+    of a VAE, PSNR of a VQ-VAE or of a latent first stage (lessons 06–07: 𝒟(ℰ(x)), images in [0, 1]),
+    FID-MNIST [95 %] of the pixel DDPM (20 strided ancestral steps, EMA weights, x̂₀ clipped,
+    n = 1 000). Other runs (latent UNets, the token prior) are measured in their lesson: "—"."""
     from .autoencoders import VAE, Autoencoder
     from .data import binarize, from_signed, mnist_tensors
+    from .dcae import DCAutoencoder
+    from .latent import FirstStage, reconstruction_psnr
+    from .movq import MoVQFirstStage
     from .diffusion import NoiseSchedule
     from .metrics import psnr, quality_report
     from .presets import get_preset
@@ -137,7 +140,7 @@ def measure(blob: dict) -> str:
     x, _ = mnist_tensors("test", limit=10000)
     if blob["kind"] in kinds:
         model = kinds[blob["kind"]](**cfg)
-        model.load_state_dict({k: v.float() for k, v in pretrained.unpack(blob["state_dict"], blob.get("int8")).items()})
+        model.load_state_dict({k: v.float() for k, v in pretrained.model_state(blob).items()})
         model.eval()
         if blob["kind"] == "Autoencoder":
             return f"test PSNR {psnr(x, model(x)[0].clamp(0, 1)).mean():.1f} dB"
@@ -146,6 +149,11 @@ def measure(blob: dict) -> str:
             return f"test −ELBO {evaluate_vae(model, xb)['neg_elbo']:.1f} nats"
         r = evaluate_vqvae(model, x)
         return f"test PSNR {r['psnr']:.2f} ± {r['psnr_se']:.2f} dB (± s.e.), {r['used']} codes used"
+    first_stages = {"FirstStage": FirstStage, "MoVQFirstStage": MoVQFirstStage, "DCAutoencoder": DCAutoencoder}
+    if blob["kind"] in first_stages:
+        model = first_stages[blob["kind"]](**cfg)
+        model.load_state_dict({k: v.float() for k, v in pretrained.model_state(blob).items()})
+        return f"test PSNR {reconstruction_psnr(model.eval(), x * 2 - 1):.1f} dB (latent {model.latent_shape})"
     if blob["kind"] == "UNet" and cfg.get("in_ch") == 1 and cfg.get("image_size") == 28 and blob["ema"] is not None:
         d = get_preset(pretrained.PRESET, device="cpu").diffusion
         model = UNet(**cfg)
@@ -164,29 +172,31 @@ def measure(blob: dict) -> str:
 
 def model_card(manifest: dict, folder: Path) -> str:
     """docs/MODEL_CARD.md: how every shipped run was trained, how long, and what it reached."""
-    total = sum(v["bytes"] for v in manifest["runs"].values()) / 2**20
+    total = sum(v["bytes"] for v in manifest["runs"].values()) / 1e6          # MB = 10⁶ bytes
     lines = ["# Model card: the shipped weights (`weights/`)", "",
              f"Made by `{manifest['command']} LESSON` (written by it; do not edit by hand). Each lesson was run "
              f"top to bottom in the `{manifest['preset']}` preset (`ldm_edu/presets.py`: the `cpu` preset's models, "
              "trained longer) and every `fit()` call saved what it trained. `LDM_EDU_PRETRAINED=1` replays them: "
              "each call loads its weights, EMA and history, checked against the sha256 below, instead of training.",
              "", f"{len(manifest['runs'])} runs, {total:.1f} MB in all (budget {MAX_MB:g} MB); float32 tensors "
-             "are stored as float16, weight matrices of ≥ 65 536 numbers as int8 rows with a scale each; the "
-             "quality column is measured on these shipped weights.", "",
+             "are stored as float16 (each file gzip-compressed), weight matrices of ≥ 65 536 numbers as int8 rows with a scale each, and a run "
+             "trained with an EMA copy (the diffusion UNets) ships that copy only, which every later cell uses; "
+             "the quality column is measured on these shipped weights.", "",
              "| lesson | recorded on | lesson run time |", "|---|---|---|"]
     for name, info in manifest["lessons"].items():
         lines.append(f"| {name} | {info['machine']}, {info['date']} | {info['seconds']:.0f} s |")
-    lines += ["", "| lesson | run (`desc`) | model | parameters | steps | training s | final loss | quality (test set) | MB |",
+    lines += ["", "| lesson | run (`desc`) | model | numbers stored (parameters + buffers) | steps | training s | final loss | quality (test set) | MB |",
               "|---|---|---|---|---|---|---|---|---|"]
-    for v in manifest["runs"].values():
+    for v in sorted(manifest["runs"].values(), key=lambda v: (v["lesson"], v["desc"], v["steps"])):
         shown = v.get("quality", "—")
         loss = f"{v['final_loss']:.4g}" if v["final_loss"] is not None else "—"
         lines.append(f"| {v['lesson']} | {v['desc']} | {v['kind']} | {v['parameters']:,} | {v['steps']:,} | "
-                     f"{v['train_seconds']:.0f} | {loss} | {shown} | {v['bytes'] / 2**20:.2f} |")
+                     f"{v['train_seconds']:.0f} | {loss} | {shown} | {v['bytes'] / 1e6:.2f} |")
     lines += ["", "Training seconds were measured while other jobs shared the machine: read them as upper bounds. The `cpu` "
               "preset's own figures, for comparison, are in docs/BENCHMARKS.md. "
               "Quality measured in the lessons themselves (FID-MNIST with its interval, −ELBO, PSNR) is printed "
-              "by each lesson when run with `LDM_EDU_PRETRAINED=1`; docs/TEACHING.md lists those figures.", ""]
+              "by each lesson when run with `LDM_EDU_PRETRAINED=1`; docs/BENCHMARKS.md (\"Pretrained weights\") lists those of "
+              "the runs marked \"measured in the lesson\" here.", ""]
     return "\n".join(lines)
 
 
@@ -207,7 +217,7 @@ def main(argv=None) -> int:
         print(f"{path.stem}: {seconds:.0f} s, {n} runs recorded; executed notebook {executed}", flush=True)
     manifest = pretrained.load_manifest(folder)
     (ROOT / "docs" / "MODEL_CARD.md").write_text(model_card(manifest, folder))
-    total = sum(v["bytes"] for v in manifest["runs"].values()) / 2**20
+    total = sum(v["bytes"] for v in manifest["runs"].values()) / 1e6          # MB = 10⁶ bytes
     print(f"weights/: {len(manifest['runs'])} runs, {total:.1f} MB; docs/MODEL_CARD.md written")
     if total > MAX_MB:
         print(f"WARNING: {total:.1f} MB is over the {MAX_MB:g} MB budget for shipped weights", file=sys.stderr)

@@ -11,9 +11,10 @@ times that key has already been used in the current notebook cell (a sweep over 
 trained in chunks fits several times with the same key). Re-running a cell finds the same keys.
 
 Files: ``weights/MANIFEST.json`` lists every run with its file and sha256; each file is a plain
-dict loaded with ``weights_only=True`` after its checksum is checked. Tensors ship as float16, and
-weight matrices of ≥ 65 536 numbers as int8 rows with a scale each (``pack``), to keep the whole
-set small; the model card's quality figures are measured on these shipped weights. A file that is missing,
+dict (``torch.save``, gzip-compressed) loaded with ``weights_only=True`` after its checksum is checked. Tensors ship as float16, and
+weight matrices of ≥ 65 536 numbers as int8 rows with a scale each (``pack``); a run trained with an
+EMA copy ships that copy only, since every cell after training uses it (``ship``). That keeps the
+whole set small; the model card's quality figures are measured on these shipped weights. A file that is missing,
 truncated or changed is refused with a message naming it and the command that rebuilds it. A
 run with no shipped weights trains as usual, and says so.
 
@@ -21,6 +22,7 @@ Recording (``LDM_EDU_RECORD=<folder>``, set by ``ldm_edu.pretrain``) writes one 
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -152,6 +154,27 @@ def unpack(rest: dict, int8: dict | None) -> dict:
     return full
 
 
+def ship(blob: dict) -> dict:
+    """A recorded run made ready to ship (a new dict). Its tensors are packed (``pack``). A run trained
+    with an EMA copy ships that copy only: every cell after training samples from, evaluates and saves
+    the EMA weights, so the raw weights (a second copy as large) are dropped and replay sets the model
+    to the EMA weights too."""
+    blob = dict(blob)
+    if blob["ema"] is not None:
+        blob["ema"], blob["ema_int8"] = pack(blob["ema"])
+        blob["state_dict"], blob["int8"] = None, None
+    else:
+        blob["state_dict"], blob["int8"] = pack(blob["state_dict"])
+    return blob
+
+
+def model_state(blob: dict) -> dict:
+    """The model's weights in a shipped run: its own, or its EMA copy where only that ships."""
+    if blob["state_dict"] is None:
+        return unpack(blob["ema"], blob.get("ema_int8"))
+    return unpack(blob["state_dict"], blob.get("int8"))
+
+
 def _restore(model: nn.Module, state: dict, where: str) -> None:
     own = model.state_dict()
     if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
@@ -159,6 +182,19 @@ def _restore(model: nn.Module, state: dict, where: str) -> None:
             f"{where} does not fit this {type(model).__name__} (other tensor names or shapes): the shipped "
             f"weights were made for other code; rebuild them with `{REBUILD}`")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def write_shipped(blob: dict, path: Path) -> None:
+    """Save a shipped run: ``torch.save`` bytes, gzip-compressed (level 9, no timestamp, so a rebuild of
+    the same run gives the same file and sha256). ``gunzip -c FILE > run.pt`` gives a plain checkpoint."""
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    Path(path).write_bytes(gzip.compress(buf.getvalue(), compresslevel=9, mtime=0))
+
+
+def read_shipped(data: bytes) -> dict:
+    """The inverse of ``write_shipped`` on a file's bytes, loaded with ``weights_only=True``."""
+    return torch.load(io.BytesIO(gzip.decompress(data)), map_location="cpu", weights_only=True)
 
 
 def sha256_of(path: Path) -> str:
@@ -203,9 +239,9 @@ def find(key: str, folder: Path | None = None) -> dict | None:
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise PretrainedWeightsError(
             f"{path} does not match its sha256 in {folder / MANIFEST} ({len(data):,} bytes, expected "
-            f"{entry.get('bytes', '?'):,}): the file is truncated or changed. Restore it (git checkout -- "
+            f"{entry.get('bytes', '?')}): the file is truncated or changed. Restore it (git checkout -- "
             f"{folder.name}/) or rebuild it with {rebuild}")
-    blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    blob = read_shipped(data)
     if blob.get("key") != key:
         raise PretrainedWeightsError(f"{path} holds the run {blob.get('key')!r}, not {key!r}: rebuild with {rebuild}")
     return blob
@@ -224,7 +260,7 @@ def replay(key: str, model: nn.Module, history, ema=None) -> bool:
     where = f"the shipped weights for '{run_desc(key)}'"
     if blob["kind"] != type(model).__name__:
         raise PretrainedWeightsError(f"{where} are a {blob['kind']}, not a {type(model).__name__}: rebuild with `{REBUILD}`")
-    _restore(model, unpack(blob["state_dict"], blob.get("int8")), where)
+    _restore(model, model_state(blob), where)
     if ema is not None:
         if blob["ema"] is None:
             raise PretrainedWeightsError(f"{where} have no EMA weights: rebuild with `{REBUILD}`")
@@ -233,9 +269,11 @@ def replay(key: str, model: nn.Module, history, ema=None) -> bool:
     stored = type(history).from_dict(blob["history"])
     for name in vars(stored):                      # in place: a continued history keeps its identity
         setattr(history, name, getattr(stored, name))
+    history.replayed = True                        # its seconds are the recording run's (History.where)
     return True
 
 
 __all__ = ["PRESET", "REBUILD", "PretrainedWeightsError", "requested", "replaying", "record_dir", "run_key",
            "run_desc", "run_config", "record",
-           "find", "replay", "load_manifest", "sha256_of", "weights_dir", "pack", "unpack"]
+           "find", "replay", "load_manifest", "sha256_of", "weights_dir", "pack", "unpack", "ship", "model_state",
+           "write_shipped", "read_shipped"]

@@ -47,6 +47,13 @@ class History:
     eval_seconds: float = 0.0                        # of which spent in evaluations
     interrupted: bool = False
     stop_reason: str | None = None
+    replayed: bool = False                           # loaded with shipped weights (pretrained mode): the
+                                                     # seconds are the recording run's, not this machine's
+
+    @property
+    def where(self) -> str:
+        """Where its seconds were measured, for a sentence: "here" or "when the shipped weights were made"."""
+        return "when the shipped weights were made (pretrained mode)" if self.replayed else "here"
 
     @property
     def last_step(self) -> int:
@@ -72,14 +79,15 @@ class History:
     def to_dict(self) -> dict:
         return {"steps": list(self.steps), "loss": list(self.loss), "metrics": dict(self.metrics),
                 "evals": {k: [list(p) for p in v] for k, v in self.evals.items()},
-                "seconds": self.seconds, "eval_seconds": self.eval_seconds, "interrupted": self.interrupted, "stop_reason": self.stop_reason}
+                "seconds": self.seconds, "eval_seconds": self.eval_seconds, "interrupted": self.interrupted, "stop_reason": self.stop_reason,
+                "replayed": self.replayed}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         h = cls(steps=list(d["steps"]), loss=list(d["loss"]), metrics=dict(d.get("metrics", {})),
                 seconds=float(d.get("seconds", 0.0)), eval_seconds=float(d.get("eval_seconds", 0.0)),
                 interrupted=bool(d.get("interrupted", False)),
-                stop_reason=d.get("stop_reason"))
+                stop_reason=d.get("stop_reason"), replayed=bool(d.get("replayed", False)))
         h.evals = {k: [tuple(p) for p in v] for k, v in d.get("evals", {}).items()}
         return h
 

@@ -9,7 +9,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .metrics import psnr
-from .nn import ConvDecoder, ConvEncoder, check_image_batch
+from .nn import ConvDecoder, ConvEncoder, check_image_batch, eval_batch_size
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -310,11 +310,23 @@ def vqvae_loss(model: VQVAE, batch):
 
 
 @torch.no_grad()
-def evaluate_vqvae(model: VQVAE, x: torch.Tensor, batch_size: int = 500) -> dict:
+@torch.no_grad()
+def tokenize_dataset(model: VQVAE, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Token maps (N, h, w) of every image in ``x`` (eq. 20), in evaluation batches (``eval_batch_size``)."""
+    batch_size = batch_size or eval_batch_size(x.device)
+    was = model.training
+    model.eval()
+    tokens = torch.cat([model.tokenize(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was)
+    return tokens
+
+
+def evaluate_vqvae(model: VQVAE, x: torch.Tensor, batch_size: int | None = None) -> dict:
     """Tokenise and reconstruct ``x`` (N, 1, 28, 28) in [0, 1]: mean PSNR (dB) of the decoded
     tokens and its standard error over the images (``psnr_se``), code-usage ``counts`` (K,), number
     of ``used`` codes, the usage ``perplexity`` and the token maps."""
     check_image_batch(x, 1, IMAGE_SHAPE[1:], "evaluate_vqvae images")
+    batch_size = batch_size or eval_batch_size(x.device)
     model.eval()
     tokens, scores = [], []
     for i in range(0, len(x), batch_size):

@@ -5,7 +5,9 @@
 
 The lessons run with nbclient in a scratch folder (``--workdir``, default ``build/html-work/``), in
 order, so checkpoints one lesson saves for the next (01 → 02, 04 → 05) land there and never in
-``lessons/checkpoints``. The preset is ``$LDM_EDU_PRESET`` (``tiny`` when unset).
+``lessons/checkpoints``. The preset is ``--preset``, else ``$LDM_EDU_PRESET``, else ``tiny`` (``make
+html`` passes ``pretrained``: the shipped weights replayed). The index shows one figure per lesson
+(``GALLERY``), written to ``gallery/`` beside it; ``make gallery`` copies them to docs/img/ for README.
 
 What the site holds, and why it reads offline (no request leaves the machine):
 * figures are embedded in the pages (data URIs), as nbconvert writes them;
@@ -22,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import copy
 import html
 import os
-import re
 import shutil
 import sys
 import time
@@ -43,6 +43,19 @@ MATHJAX_PARTS = ["MathJax.js", f"config/{MATHJAX_CONFIG}.js", "config/Safe.js", 
                  "jax/input/TeX", "jax/output/CommonHTML", "jax/element", "fonts/HTML-CSS/TeX/woff"]
 
 
+# One figure per lesson: shown on the index page and copied to docs/img/ for README's gallery
+# (`make gallery`). Each is the n-th PNG that the code cell whose source contains the text draws.
+GALLERY = {
+    "01": ("test digits at z = E(x)", 0, "the 2-D latent space of an autoencoder"),
+    "02": ("viz.latent_grid_figure(decode_all(vae2", 0, "a VAE's decoded latent manifold"),
+    "03": ("samples.cpu().view(10, 4", 0, "VQ-VAE tokens sampled from a small transformer prior"),
+    "04": ("viz.show_grid(main_row.images[:100]", 1, "DDPM samples, ancestral sampler"),
+    "05": ('ax.set_xscale("log")', 0, "FID-MNIST and time against sampling steps"),
+    "06": ("finals[side, m, k]", 0, "pixel DDPM and latent diffusion, the final models"),
+    "07": ("LDM samples on each first stage", 0, "an LDM on each of the paper's first stages"),
+}
+
+
 @dataclass
 class Page:
     source: Path        # the lesson notebook
@@ -52,6 +65,8 @@ class Page:
     seconds: float      # how long executing it took
     n_figures: int
     n_widgets: int
+    thumb: str = ""     # its gallery figure, relative to the site root ("" when it has none)
+    caption: str = ""
 
 
 # ----------------------------------------------------------------------------- execution
@@ -274,6 +289,17 @@ def lesson_title(nb) -> tuple[str, str]:
     return "", ""
 
 
+def gallery_figure(nb, contains: str, nth: int = 0) -> bytes:
+    """The ``nth`` PNG drawn by the code cell whose source contains ``contains`` (exactly one cell)."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and contains in "".join(c.source)]
+    if len(cells) != 1:
+        raise ValueError(f"GALLERY: {len(cells)} code cells contain {contains!r}; it must name exactly one")
+    pngs = [o["data"]["image/png"] for o in cells[0].get("outputs", []) if "image/png" in o.get("data", {})]
+    if len(pngs) <= nth:
+        raise ValueError(f"GALLERY: the cell containing {contains!r} drew {len(pngs)} PNG figures, not {nth + 1}")
+    return base64.b64decode(pngs[nth])
+
+
 def count_figures(nb) -> int:
     """Image outputs, including those inside (static copies of) widgets."""
     n = 0
@@ -295,7 +321,9 @@ def write_index(pages: list[Page], out: Path, preset: str, mathjax_url: str | No
     from nbconvert.filters import markdown2html
     items = "\n".join(
         f'<li><h2><a href="{p.href}">{html.escape(p.title)}</a></h2>'
-        f'<div class="summary">{markdown2html(p.summary_md)}</div>'
+        + (f'<a href="{p.href}"><img class="thumb" src="{p.thumb}" alt="{html.escape(p.caption)}" '
+           f'title="{html.escape(p.caption)}"></a>' if p.thumb else "")
+        + f'<div class="summary">{markdown2html(p.summary_md)}</div>'
         f'<p class="meta">{p.n_figures} figures, {p.n_widgets} widgets · executed in {p.seconds:.0f} s on the machine that built this site</p></li>'
         for p in pages)
     mathjax = ""
@@ -312,6 +340,8 @@ body {{ font-family: system-ui, sans-serif; max-width: 900px; margin: 2em auto; 
 ol.lessons {{ padding-left: 1.5em; }} ol.lessons li {{ margin-bottom: 1.5em; }}
 ol.lessons h2 {{ font-size: 1.2em; margin: 0 0 0.3em; }} .meta {{ color: #667; font-size: 0.9em; margin: 0.2em 0; }}
 .summary p {{ margin: 0.2em 0; }}
+img.thumb {{ float: right; width: 220px; margin: 0 0 0.5em 1em; border: 1px solid #ddd; }}
+ol.lessons li {{ clear: both; overflow: auto; }}
 </style></head>
 <body>
 <h1>ldm_edu — latent diffusion, from the autoencoder up</h1>
@@ -341,10 +371,16 @@ def build_site(lessons: list[Path], out: Path, workdir: Path, preset: str | None
             nb, seconds = execute(path, workdir, env, timeout)
         except Exception as e:   # nbclient's CellExecutionError carries the cell and its traceback
             raise RuntimeError(f"{path.name} failed in the {preset} preset, so the site was not written:\n{e}") from e
+        thumb, caption = "", ""
+        if path.stem[:2] in GALLERY:
+            contains, nth, caption = GALLERY[path.stem[:2]]
+            (out / "gallery").mkdir(exist_ok=True)
+            thumb = f"gallery/lesson{path.stem[:2]}.png"
+            (out / thumb).write_bytes(gallery_figure(nb, contains, nth))
         n_widgets = staticize_widgets(nb)
         title, summary = lesson_title(nb)
         pages.append(Page(path, path.stem + ".html", title or path.stem, summary, seconds,
-                          count_figures(nb), n_widgets))
+                          count_figures(nb), n_widgets, thumb, caption))
         executed.append(nb)
         print(f"build_html:   {seconds:.0f} s, {pages[-1].n_figures} figures, {n_widgets} widgets", flush=True)
     exp = exporter()
@@ -365,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "html")
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "html-work",
                     help="the kernels' working directory (checkpoints land here)")
-    ap.add_argument("--preset", default=None, help="default: $LDM_EDU_PRESET, else tiny")
+    ap.add_argument("--preset", default=None, help="default: $LDM_EDU_PRESET, else tiny (make html: pretrained)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = ap.parse_args(argv)
     lessons = args.lessons or sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))

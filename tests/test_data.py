@@ -72,3 +72,10 @@ def test_batches_drop_incomplete_and_validate():
         TensorBatches(torch.arange(5), torch.arange(6), batch_size=2)
     with pytest.raises(ValueError, match="larger than the data set"):
         TensorBatches(torch.arange(5), batch_size=6)
+
+
+def test_scaling_helpers_refuse_images_already_scaled():
+    raw = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    assert data.to_signed(raw).tolist() == [[[[-1.0, 1.0]]]]
+    with pytest.raises(TypeError, match="x \\* 2 - 1"):
+        data.to_signed(raw.float() / 255)         # dividing by 255 again would blank the images

@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from ldm_edu.diffusion import NoiseSchedule
-from ldm_edu.latent import (FirstStage, LatentDiffusion, check_factor, crop_images, encode_dataset, first_stage_loss, latent_scale_factor, pad_images, reconstruction_psnr)
+from ldm_edu.latent import (FirstStage, LatentDiffusion, check_factor, crop_images, encode_dataset, first_stage_loss, latent_scale_factor, pad_images, posterior_dataset, posterior_sample, reconstruction_psnr)
 from ldm_edu.presets import get_preset
 from ldm_edu.unet import UNet
 
@@ -286,9 +287,25 @@ def test_encode_dataset_samples_the_posterior():
     torch.testing.assert_close(encode_dataset(ae, x), mu.detach())
     eps = (a - mu.detach()) / (0.5 * logvar.detach()).exp()
     assert abs(eps.mean().item()) < 4 / eps.numel() ** 0.5 and abs(eps.std().item() - 1) < 4 / (2 * eps.numel()) ** 0.5
+    m, lv = posterior_dataset(ae, x, batch_size=7)                      # one pass gives μ and log σ²
+    torch.testing.assert_close(m, mu.detach())
+    torch.testing.assert_close(lv, logvar.detach())
+    torch.testing.assert_close(posterior_sample(m, lv, torch.Generator().manual_seed(1)), a)
     vq = FirstStage(f=4, latent_ch=4, ch=8, reg="vq", codebook_size=8)
     with pytest.raises(ValueError, match="KL first stage"):
         encode_dataset(vq, x, sample=True)
+
+
+def test_ldm_decode_in_batches_equals_one_pass(monkeypatch):
+    import ldm_edu.latent as L
+    torch.manual_seed(0)
+    ae = FirstStage(f=4, latent_ch=4, ch=8).eval()
+    ldm = LatentDiffusion(ae, nn.Identity(), NoiseSchedule(10), scale_factor=0.5)
+    z = torch.randn(10, *ae.latent_shape)
+    whole = ldm.decode(z)
+    monkeypatch.setattr(L, "eval_batch_size", lambda device: 3)          # 3 + 3 + 3 + 1
+    torch.testing.assert_close(ldm.decode(z), whole)
+    torch.testing.assert_close(whole, ((ae.decode(z / 0.5) + 1) / 2).clamp(0, 1))
 
 
 # ----------------------------------------------------------------------------- FID against time

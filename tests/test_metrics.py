@@ -6,7 +6,7 @@ import torch
 from ldm_edu.classifier import class_histogram, classifier_outputs
 from ldm_edu.data import mnist_tensors
 from ldm_edu.intervals import Interval
-from ldm_edu.metrics import fid_mnist, frechet_distance, inception_score_mnist, real_data_fid
+from ldm_edu.metrics import fid_mnist, frechet_distance, inception_score_mnist, real_data_fid, sqrt_psd
 
 
 def test_frechet_distance_closed_form_for_diagonal_gaussians():
@@ -20,6 +20,13 @@ def test_frechet_distance_closed_form_for_diagonal_gaussians():
     q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
     got = frechet_distance(q @ mu1, q @ np.diag(s1**2) @ q.T, q @ mu2, q @ np.diag(s2**2) @ q.T)
     assert got == pytest.approx(want, rel=1e-6)
+    # symmetric, and a given Σ1^{1/2} (two FIDs against one reference) changes nothing
+    a, b = rng.normal(size=(50, 5)), rng.normal(size=(40, 5)) * 2
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    fd = frechet_distance(a.mean(0), ca, b.mean(0), cb)
+    assert frechet_distance(b.mean(0), cb, a.mean(0), ca) == pytest.approx(fd, rel=1e-9)
+    assert frechet_distance(a.mean(0), ca, b.mean(0), cb, sqrt_psd(ca)) == pytest.approx(fd, rel=1e-12)
+    torch.testing.assert_close(torch.from_numpy(sqrt_psd(ca) @ sqrt_psd(ca)), torch.from_numpy(ca))
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(test_images):

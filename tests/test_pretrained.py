@@ -78,19 +78,46 @@ def test_replay_gives_the_recorded_weights_ema_and_history_without_training(mode
     model2, ema2, hist2 = train(calls2, init=123)          # another initialisation: replay must overwrite it
     assert calls2 == []                                    # no training step ran
     assert hist2.steps == hist.steps and hist2.loss == pytest.approx(hist.loss)
-    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)    # stored as float16
     for a, b in zip(ema.model.state_dict().values(), ema2.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)    # stored as float16
+    # a run with an EMA copy ships that copy only: the model is set to the EMA weights too
+    for a, b in zip(ema.model.state_dict().values(), model2.state_dict().values()):
         torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+    assert not torch.allclose(model.net[0].weight, ema.model.net[0].weight, atol=1e-2)   # they did differ
     assert ema2.updates == ema.updates == 30
     assert not model2.training
+
+
+def test_a_run_without_ema_replays_its_own_weights(modes):
+    record, ship, replay = modes
+    record()
+    model, _, hist = train([], ema=False)
+    blob = torch.load(next((pretrained.record_dir()).glob("*.pt")), weights_only=True)
+    assert pretrained.ship(blob)["state_dict"] is not None
+    ship()
+    replay()
+    calls = []
+    model2, _, hist2 = train(calls, init=7, ema=False)
+    assert calls == [] and hist2.loss == pytest.approx(hist.loss)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+
+
+def test_ship_drops_the_raw_weights_only_where_an_ema_copy_ships():
+    state = {"w": torch.randn(300, 300), "b": torch.randn(300)}
+    with_ema = pretrained.ship({"state_dict": state, "ema": {k: v + 1 for k, v in state.items()}})
+    assert with_ema["state_dict"] is None and set(with_ema["ema_int8"]) == {"w"}
+    torch.testing.assert_close(pretrained.model_state(with_ema)["b"], state["b"] + 1)
+    alone = pretrained.ship({"state_dict": state, "ema": None})
+    torch.testing.assert_close(pretrained.model_state(alone)["b"], state["b"])
 
 
 def test_runs_with_the_same_key_in_one_cell_get_their_own_weights(modes):
     record, ship, replay = modes
     record()
-    m1, _, _ = train([], init=0, desc="chunk")
-    m2, _, _ = train([], init=1, desc="chunk")             # same key: continued in chunks or repeated
+    _, e1, _ = train([], init=0, desc="chunk")
+    _, e2, _ = train([], init=1, desc="chunk")             # same key: continued in chunks or repeated
+    m1, m2 = e1.model, e2.model                            # what ships (see ship)
     assert not torch.equal(m1.net[0].weight, m2.net[0].weight)
     assert len(ship()["runs"]) == 2
     replay()
@@ -154,9 +181,9 @@ def test_weights_of_another_model_are_refused(modes):
     # the manifest says this key, but the file holds another model's tensors
     key, entry = next(iter(manifest["runs"].items()))
     path = pretrained.weights_dir() / entry["file"]
-    blob = torch.load(path, weights_only=True)
-    blob["state_dict"] = {"other.weight": torch.zeros(2, 2)}
-    torch.save(blob, path)
+    blob = pretrained.read_shipped(path.read_bytes())
+    blob["ema"], blob["ema_int8"] = {"other.weight": torch.zeros(2, 2)}, {}   # the shipped (EMA) weights
+    pretrained.write_shipped(blob, path)
     entry["sha256"], entry["bytes"] = pretrained.sha256_of(path), path.stat().st_size
     (pretrained.weights_dir() / pretrained.MANIFEST).write_text(json.dumps(manifest))
     replay()
@@ -179,7 +206,7 @@ def test_pretrained_preset_is_cpu_models_trained_longer(monkeypatch):
         a, b = getattr(p, sec), getattr(cpu, sec)
         for f in a.__dataclass_fields__:                  # same models: every width, depth, size knob equal
             if any(w in f for w in ("steps", "gflop", "batch_size", "eval_every", "disc_start", "n_fid", "n_guidance",
-                                    "table_n")):
+                                    "table_n", "widget_etas")):
                 continue
             assert getattr(a, f) == getattr(b, f), (sec, f)
     assert p.diffusion.steps * p.diffusion.batch_size >= 2 * cpu.diffusion.steps * cpu.diffusion.batch_size
@@ -192,10 +219,10 @@ def test_shipped_manifest_matches_its_files():
     if not manifest["runs"]:
         pytest.skip("no weights shipped yet (python -m ldm_edu.pretrain builds them)")
     listed = {v["file"] for v in manifest["runs"].values()}
-    assert listed == {p.name for p in pretrained.WEIGHTS_DIR.glob("*.pt")}
+    assert listed == {p.name for p in pretrained.WEIGHTS_DIR.glob("*.pt*")}
     for v in manifest["runs"].values():
         assert pretrained.sha256_of(pretrained.WEIGHTS_DIR / v["file"]) == v["sha256"], v["file"]
-    assert sum(v["bytes"] for v in manifest["runs"].values()) <= pretrain.MAX_MB * 2**20
+    assert sum(v["bytes"] for v in manifest["runs"].values()) <= pretrain.MAX_MB * 1e6     # decimal MB
 
 
 def test_model_card_lists_every_run_with_its_training(modes):
@@ -249,10 +276,11 @@ def test_large_matrices_ship_as_int8_rows_within_half_a_step_of_each_row_max():
 
 
 def test_todays_lessons_still_find_their_shipped_runs(monkeypatch):
-    """Key drift guard: the runs lessons 01, 02 and 04 make today (desc, model, steps, batches) are the
-    ones shipped, and their weights load into today's models. A changed preset or desc fails here."""
+    """Key drift guard: the runs lessons 01, 02, 04 and 07 make today (desc, model, steps, batches) are
+    the ones shipped, and their weights load into today's models. A changed preset or desc fails here."""
     from types import SimpleNamespace
     from ldm_edu.autoencoders import VAE, Autoencoder
+    from ldm_edu.dcae import DCAutoencoder
     from ldm_edu.unet import unet_from_config
     manifest = pretrained.load_manifest(pretrained.WEIGHTS_DIR)
     if not manifest["runs"]:
@@ -266,6 +294,10 @@ def test_todays_lessons_still_find_their_shipped_runs(monkeypatch):
             (VAE(latent_dim=p.vae.latent_dim, hidden=p.vae.hidden), f"VAE d={p.vae.latent_dim}: −ELBO (nats)",
              p.vae.steps, data(p.vae.batch_size)),
             (unet_from_config(p.diffusion), f"DDPM ({p.name})", p.diffusion.steps, data(p.diffusion.batch_size))]
+    c = p.compression                                     # lesson 07's last DC-AE (compression.train_dcae_runs)
+    runs.append((DCAutoencoder(f=c.dc_fs[-1], latent_ch=c.dc_latent_ch[-1], ch=c.ch, max_ch=c.dc_max_ch, residual=True),
+                 f"f={c.dc_fs[-1]}: DC-AE (residual)", c.dc_steps,
+                 SimpleNamespace(tensors=[torch.empty(c.n_train)], batch_size=c.batch_size, seed=p.seed)))
     for model, desc, steps, batches in runs:
         pretrained._reset_uses()
         key = pretrained.run_key(model, desc, steps, batches)

@@ -70,6 +70,29 @@ def test_missing_widget_state_is_said_not_dropped():
     assert "widget not saved" in nb.cells[0].outputs[0]["data"]["text/html"]
 
 
+def test_every_lesson_has_one_gallery_figure_named_by_one_cell():
+    lessons = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(build_html.GALLERY) == [p.stem[:2] for p in lessons]
+    for path in lessons:
+        contains, _, caption = build_html.GALLERY[path.stem[:2]]
+        nb = nbformat.read(path, as_version=4)
+        cells = [c for c in nb.cells if c.cell_type == "code" and contains in "".join(c.source)]
+        assert len(cells) == 1, f"{path.name}: {len(cells)} cells contain {contains!r}"
+        assert caption
+
+
+def test_gallery_figure_takes_the_named_cells_png_or_says_why_not():
+    nb = nbformat.v4.new_notebook()
+    png = {"output_type": "display_data", "metadata": {}, "data": {"image/png": PNG_1PX, "text/plain": "<Figure>"}}
+    nb.cells = [nbformat.v4.new_code_cell("plot(a)", outputs=[nbformat.from_dict(png)]),
+                nbformat.v4.new_code_cell("plot(b)")]
+    assert build_html.gallery_figure(nb, "plot(a)") == base64.b64decode(PNG_1PX)
+    with pytest.raises(ValueError, match="drew 0 PNG"):
+        build_html.gallery_figure(nb, "plot(b)")
+    with pytest.raises(ValueError, match="2 code cells"):
+        build_html.gallery_figure(nb, "plot(")
+
+
 # ----------------------------------------------------------------------------- in Chromium
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
@@ -133,6 +156,7 @@ def test_site_pages_render_offline_in_chromium(site):
             assert (root / href).is_file(), f"index links {href}, which was not written"
             pages[href] = _check_page(browser, (root / href).as_uri(), shots / (Path(href).stem + ".png"))
 
+    assert idx["images"], "the index shows no lesson figure (build_html.GALLERY)"
     for name, info in pages.items():
         broken = [i["src"] for i in info["images"] if not i["ok"]]
         assert not broken, f"{name}: images that did not load: {broken}"

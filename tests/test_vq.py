@@ -404,3 +404,14 @@ def test_init_kmeans_resets_the_running_usage():
     assert q.usage.any()
     q.init_kmeans(torch.randn(100, 2), iters=5)
     assert not q.usage.any()
+
+
+def test_tokenize_dataset_equals_one_pass_and_keeps_the_mode():
+    torch.manual_seed(0)
+    model = VQVAE(num_codes=16, code_dim=4, ch=8).train()
+    x = torch.rand(10, 1, 28, 28)
+    with torch.no_grad():
+        whole = model.eval().tokenize(x)
+    model.train()
+    from ldm_edu.vq import tokenize_dataset
+    assert torch.equal(tokenize_dataset(model, x, batch_size=3), whole) and model.training

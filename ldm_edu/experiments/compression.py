@@ -24,13 +24,16 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .. import pretrained
 from ..classifier import classifier_outputs
 from ..data import TensorBatches
 from ..dcae import DCAutoencoder, dcae_loss
-from ..latent import FirstStage, LatentDiffusion, encode_dataset, first_stage_loss, latent_scale_factor
+from ..latent import (FirstStage, LatentDiffusion, encode_dataset, first_stage_loss, latent_scale_factor,
+                      posterior_dataset, posterior_sample)
 from ..intervals import Interval
 from ..metrics import fid_interval, paired_fid_difference, psnr, quality_report, reference_outputs
 from ..movq import MoVQFirstStage, movq_loss
+from ..nn import eval_batch_size
 from ..sampling import sample_images
 from ..train import History, fit
 from ..vqgan import VQGANLoss, vqgan_loss_fn
@@ -307,8 +310,10 @@ class StageEval:
 
 
 @torch.no_grad()
-def reconstruct(ae: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+@torch.no_grad()
+def reconstruct(ae: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """𝒟(ℰ(x)) for images x in [−1, 1], returned in [0, 1] on the CPU."""
+    batch_size = batch_size or eval_batch_size(x.device)
     ae.eval()
     out = [ae.decode(ae.encode(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     return ((torch.cat(out) + 1) / 2).clamp(0, 1).cpu()
@@ -423,10 +428,12 @@ def train_ldm(ae: nn.Module, x: torch.Tensor, y: torch.Tensor, dcfg, cfg, seed: 
     the latents otherwise, as lesson 06), then lesson 06's ``train_latent_ddpm`` for ``ldm_steps``."""
     steps, fl = ldm_steps(ae, dcfg, cfg)
     if getattr(ae, "reg", None) == "kl":
-        s = latent_scale_factor(encode_dataset(ae, x, sample=True, generator=torch.Generator().manual_seed(seed)))
+        z, logvar = posterior_dataset(ae, x)                     # the means train; a draw sets s
+        s = latent_scale_factor(posterior_sample(z, logvar, torch.Generator().manual_seed(seed)))
     else:
-        s = latent_scale_factor(encode_dataset(ae, x))
-    z = encode_dataset(ae, x) * s
+        z = encode_dataset(ae, x)
+        s = latent_scale_factor(z)
+    z = z * s
     ldm, hist = train_latent_ddpm(z, y, ae, s, dcfg, steps, seed=seed, desc=desc, progress=progress,
                                   live_plot=live_plot)
     return LDMRun(ldm, hist, steps, fl, s, batch_size=dcfg.batch_size, latent_kurtosis=excess_kurtosis(z))
@@ -1073,6 +1080,11 @@ def _seconds(blob) -> float | None:
     return _train_seconds(load_history(blob))
 
 
+def _source(history, why: str) -> str:
+    """The course table's source column for a model this lesson had to make itself."""
+    return f"shipped weights ({why})" if history is not None and history.replayed else f"trained here ({why})"
+
+
 def vae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True):
     """Lesson 02's VAE: ``vae_<preset>.pt`` (lesson 02 saves it) if it fits, else lesson 02's recipe
     (then saved there). Returns (model, train seconds, source)."""
@@ -1096,7 +1108,7 @@ def vae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True):
                desc=f"VAE d={cfg.latent_dim}: −ELBO (nats)",       # lesson 02's run, by the same name
                progress=progress, live_plot=False)
     save_checkpoint(path, vae, hist, extra={"preset": preset.name, "train_seconds": _train_seconds(hist)})
-    return vae.eval(), _train_seconds(hist), f"trained here ({why})"
+    return vae.eval(), _train_seconds(hist), _source(hist, why)
 
 
 def vqvae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True):
@@ -1107,7 +1119,7 @@ def vqvae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True)
     from ..data import mnist_tensors
     from ..token_prior import TokenPrior, prior_loss
     from ..train import save_checkpoint, seed_everything
-    from ..vq import VQVAE, vqvae_loss
+    from ..vq import VQVAE, tokenize_dataset, vqvae_loss
     cfg, dev = preset.vq, preset.device
 
     def build():
@@ -1135,8 +1147,7 @@ def vqvae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True)
         fit(vq, vqvae_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=preset.seed + 1), cfg.extra_steps,
             lr=cfg.lr, amp=preset.amp, history=h1, desc="(c) continued", progress=progress, live_plot=False,
             cosine_decay=True)
-    with torch.no_grad():
-        tokens = torch.cat([vq.tokenize(x[i:i + 1000]) for i in range(0, cfg.n_tokens, 1000)])
+    tokens = tokenize_dataset(vq, x[:cfg.n_tokens])
     seed_everything(preset.seed)
     h2 = fit(prior, prior_loss(p_uncond=0.1), TensorBatches(tokens, y[:len(tokens)], batch_size=cfg.prior_batch_size,
                                                             seed=preset.seed),
@@ -1144,7 +1155,7 @@ def vqvae_for_table(preset, checkpoint_dir="checkpoints", progress: bool = True)
              desc="token prior", progress=progress, live_plot=False)
     save_checkpoint(pv, vq, h1, extra={"preset": preset.name})
     save_checkpoint(pp, prior, h2, extra={"preset": preset.name})
-    return vq.eval(), prior.eval(), _train_seconds(h1) + _train_seconds(h2), f"trained here ({why})"
+    return vq.eval(), prior.eval(), _train_seconds(h1) + _train_seconds(h2), _source(h2, why)
 
 
 def course_table(preset, ldm_rows: list, checkpoint_dir="checkpoints", seed: int = 0,
@@ -1193,7 +1204,7 @@ def course_table(preset, ldm_rows: list, checkpoint_dir="checkpoints", seed: int
                               short=f"VQ prior (T {temp:g}, top-k {top_k or 'off'}, w {w:g})"))
     # lessons 04–05: the pixel DDPM, strided ancestral (DDPM) and DDIM sampling
     run = train_or_load_ddpm(preset, checkpoint_dir, evaluate=False, progress=progress, live_plot=False)
-    src = f"checkpoint {run.path.name}" if run.loaded else "trained here (no fitting checkpoint)"
+    src = f"checkpoint {run.path.name}" if run.loaded else _source(run.history, "no fitting checkpoint")
     train_s = _train_seconds(run.history) if run.history is not None else run.train_seconds
     d = preset.diffusion
     for method, steps in (("ddpm", c.table_ddpm_steps), ("ddim", c.table_ddim_steps)):
@@ -1243,7 +1254,10 @@ def course_table_caption(rows: list[CourseRow]) -> str:
             f"hold everything but one thing equal. Sampling times are wall seconds on this machine scaled to "
             f"1 000 images (the LDM rows timed in §4 on their {max(ns):,} samples, the others in this cell). The NLLs "
             f"are in different units and spaces and not comparable across rows; the DDPM defines a variational bound "
-            f"(Ho et al. 2020, eq. 5) that this course does not compute.")
+            f"(Ho et al. 2020, eq. 5) that this course does not compute."
+            + (" In pretrained mode nothing trained in this run: the training seconds are those of the runs that made "
+               "the shipped weights (docs/MODEL_CARD.md), on a machine that ran other jobs too — upper bounds."
+               if pretrained.replaying() else ""))
 
 
 def _row_features(row: CourseRow):

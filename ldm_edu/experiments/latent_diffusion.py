@@ -235,6 +235,7 @@ class StudyResult:
     fid_low: list = field(default_factory=list)
     fid_high: list = field(default_factory=list)
     seconds: list = field(default_factory=list)     # cumulative stage-2 training seconds at each evaluation
+    replayed: bool = False                          # shipped weights (pretrained mode): seconds are the recording's
 
     @property
     def gflops(self) -> list:
@@ -344,6 +345,7 @@ def compression_study(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, fs
                 res.fid_low.append(iv.low)
                 res.fid_high.append(iv.high)
                 res.seconds.append(hist.seconds)
+                res.replayed = hist.replayed
             results.append(res)
     return results
 
@@ -464,14 +466,16 @@ def describe_study(results: list, small: int = 4, large: int = 8, learned_factor
     for r in results:
         secs.setdefault(r.f, []).append(r.seconds[-1])
     mean_s = {f: statistics.fmean(v) for f, v in secs.items()}
+    where = ("on the machine that made the shipped weights (pretrained mode; it ran other jobs too)"
+             if any(r.replayed for r in results) else "on this machine")
     if len(mean_s) > 1 and min(mean_s.values()) > 0:
         slow, fast = max(mean_s, key=mean_s.get), min(mean_s, key=mean_s.get)
         if mean_s[slow] / mean_s[fast] < 1.25:
-            text.append(f"Equal FLOPs took about equal seconds here ({mean_s[fast]:.0f}–{mean_s[slow]:.0f} s of "
+            text.append(f"Equal FLOPs took about equal seconds {where} ({mean_s[fast]:.0f}–{mean_s[slow]:.0f} s of "
                         "stage-2 training per run).")
         else:
             text.append(f"Equal FLOPs is not equal seconds: stage 2 took {mean_s[fast]:.0f} s at f = {fast} and "
-                        f"{mean_s[slow]:.0f} s at f = {slow} ({mean_s[slow] / mean_s[fast]:.1f}×) on this machine.")
+                        f"{mean_s[slow]:.0f} s at f = {slow} ({mean_s[slow] / mean_s[fast]:.1f}×) {where}.")
     return " ".join(text)
 
 
