@@ -276,12 +276,14 @@ def test_large_matrices_ship_as_int8_rows_within_half_a_step_of_each_row_max():
 
 
 def test_todays_lessons_still_find_their_shipped_runs(monkeypatch):
-    """Key drift guard: the runs lessons 01, 02, 04 and 07 make today (desc, model, steps, batches) are
+    """Key drift guard: the runs lessons 01–04, 06 and 07 make today (desc, model, steps, batches) are
     the ones shipped, and their weights load into today's models. A changed preset or desc fails here."""
     from types import SimpleNamespace
     from ldm_edu.autoencoders import VAE, Autoencoder
     from ldm_edu.dcae import DCAutoencoder
+    from ldm_edu.latent import FirstStage
     from ldm_edu.unet import unet_from_config
+    from ldm_edu.vq import VQVAE
     manifest = pretrained.load_manifest(pretrained.WEIGHTS_DIR)
     if not manifest["runs"]:
         pytest.skip("no weights shipped yet")
@@ -294,6 +296,13 @@ def test_todays_lessons_still_find_their_shipped_runs(monkeypatch):
             (VAE(latent_dim=p.vae.latent_dim, hidden=p.vae.hidden), f"VAE d={p.vae.latent_dim}: −ELBO (nats)",
              p.vae.steps, data(p.vae.batch_size)),
             (unet_from_config(p.diffusion), f"DDPM ({p.name})", p.diffusion.steps, data(p.diffusion.batch_size))]
+    v, l = p.vq, p.ldm                                    # lesson 03's variant (c), lesson 06's first stage
+    runs.append((VQVAE(num_codes=v.num_codes, code_dim=v.code_dim, ch=v.ch, ch_mult=v.ch_mult, num_res=v.num_res,
+                       beta=v.beta, ema=True, decay=v.decay, eps=v.eps, restart_dead=True,
+                       dead_threshold=v.dead_threshold), "(c) EMA + restart", v.steps, data(v.batch_size)))
+    runs.append((FirstStage(f=l.f, latent_ch=l.latent_ch, ch=l.ae_ch, reg="kl", kl_weight=l.kl_weight,
+                            codebook_size=l.codebook_size), f"KL-f{l.f} autoencoder", l.ae_steps,
+                 SimpleNamespace(tensors=[torch.empty(l.n_train)], batch_size=l.ae_batch_size, seed=p.seed)))
     c = p.compression                                     # lesson 07's last DC-AE (compression.train_dcae_runs)
     runs.append((DCAutoencoder(f=c.dc_fs[-1], latent_ch=c.dc_latent_ch[-1], ch=c.ch, max_ch=c.dc_max_ch, residual=True),
                  f"f={c.dc_fs[-1]}: DC-AE (residual)", c.dc_steps,
