@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nn import eval_batch_size
+from .nn import eval_batch_size, eval_batches
 
 CLASSIFIER_PATH = Path(__file__).parent / "assets" / "mnist_classifier.pt"
 
@@ -86,10 +86,9 @@ def classifier_features(images: torch.Tensor, device=None, batch_size: int | Non
     """128-d penultimate features of the shipped classifier, float64 on the CPU. Images in [0, 1]."""
     x = _check_unit_images(images, "images")
     device = device or x.device
-    batch_size = batch_size or eval_batch_size(device)
     clf = load_classifier(device)
-    return torch.cat([clf.features(x[i:i + batch_size].to(device)).double().cpu()
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat(eval_batches(lambda xb: clf.features(xb.to(device)).double().cpu(), x,
+                                  batch_size or eval_batch_size(device)))
 
 
 @torch.no_grad()
@@ -97,10 +96,9 @@ def classifier_probs(images: torch.Tensor, device=None, batch_size: int | None =
     """Softmax class probabilities p(y | x), (N, 10). Images in [0, 1]."""
     x = _check_unit_images(images, "images")
     device = device or x.device
-    batch_size = batch_size or eval_batch_size(device)
     clf = load_classifier(device)
-    return torch.cat([clf(x[i:i + batch_size].to(device)).softmax(-1).double().cpu()
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat(eval_batches(lambda xb: clf(xb.to(device)).softmax(-1).double().cpu(), x,
+                                  batch_size or eval_batch_size(device)))
 
 
 def class_histogram(images: torch.Tensor, device=None) -> torch.Tensor:
@@ -131,13 +129,13 @@ def classifier_outputs(images: torch.Tensor, device=None, batch_size: int | None
     """One classifier pass over ``images`` (in [0, 1], (N, 1, 28, 28)): features and p(y | x)."""
     x = _check_unit_images(images, "images")
     device = device or x.device
-    batch_size = batch_size or eval_batch_size(device)
     clf = load_classifier(device)
-    feats, probs = [], []
-    for i in range(0, len(x), batch_size):
-        f = clf.features(x[i:i + batch_size].to(device))
-        feats.append(f.double().cpu())
-        probs.append(clf.head(f).softmax(-1).double().cpu())     # eval mode: dropout is the identity
+
+    def one_batch(xb):
+        f = clf.features(xb.to(device))
+        return f.double().cpu(), clf.head(f).softmax(-1).double().cpu()     # eval mode: dropout is the identity
+
+    feats, probs = zip(*eval_batches(one_batch, x, batch_size or eval_batch_size(device)))
     return ClassifierOutputs(torch.cat(feats).numpy(), torch.cat(probs).numpy())
 
 

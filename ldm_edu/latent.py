@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .nn import ConvDecoder, ConvEncoder, eval_batch_size
+from .nn import ConvDecoder, ConvEncoder, eval_batches
 from .autoencoders import reparameterize
 from .diffusion import diffusion_loss
 from .losses import gaussian_kl
@@ -168,7 +168,6 @@ def _quantize(quantizer: nn.Module, z: torch.Tensor):
 
 # ----------------------------------------------------------------------------- the scale factor
 @torch.no_grad()
-@torch.no_grad()
 def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int | None = None, sample: bool = False,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Unscaled latents of every image in ``x`` (encoded once; training stage 2 then never runs ℰ).
@@ -177,12 +176,11 @@ def encode_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int | None = Non
     z = μ + σ ε from q(z|x) per image (KL only), ε from ``generator`` (see ``posterior_sample``)."""
     if sample:
         return posterior_sample(*posterior_dataset(ae, x, batch_size), generator)
-    batch_size = batch_size or eval_batch_size(x.device)
     was = ae.training
     ae.eval()
-    out = [ae.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    z = torch.cat(eval_batches(ae.encode, x, batch_size))
     ae.train(was)
-    return torch.cat(out)
+    return z
 
 
 @torch.no_grad()
@@ -191,10 +189,9 @@ def posterior_dataset(ae: FirstStage, x: torch.Tensor, batch_size: int | None = 
     posterior means and, with ``posterior_sample``, a draw from it."""
     if getattr(ae, "reg", None) != "kl":
         raise ValueError("q(z|x) with a variance exists only for a KL first stage (reg='kl')")
-    batch_size = batch_size or eval_batch_size(x.device)
     was = ae.training
     ae.eval()
-    mu, logvar = zip(*(ae.posterior(x[i:i + batch_size]) for i in range(0, len(x), batch_size)))
+    mu, logvar = zip(*eval_batches(ae.posterior, x, batch_size))
     ae.train(was)
     return torch.cat(mu), torch.cat(logvar)
 
@@ -276,8 +273,7 @@ class LatentDiffusion(nn.Module):
         """Scaled latents → images in [0, 1]: 𝒟(z / s), mapped from [−1, 1] (in batches of
         ``eval_batch_size``: the sampler hands over hundreds at once)."""
         self.check_latent(z)
-        k = eval_batch_size(z.device)
-        x = torch.cat([self.autoencoder.decode(z[i:i + k] / self.scale_factor) for i in range(0, len(z), k)])
+        x = torch.cat(eval_batches(lambda zb: self.autoencoder.decode(zb / self.scale_factor), z))
         return ((x + 1) / 2).clamp(0, 1)
 
     def loss(self, z0: torch.Tensor, y: torch.Tensor | None = None, p_uncond: float = 0.0):
@@ -360,17 +356,11 @@ class LatentDiffusion(nn.Module):
 
 # ----------------------------------------------------------------------------- measurement helpers
 @torch.no_grad()
-@torch.no_grad()
 def reconstruction_psnr(ae: FirstStage, x: torch.Tensor, batch_size: int | None = None) -> float:
     """Mean PSNR (dB, images in [0, 1]) of 𝒟(ℰ(x)) over ``x`` (in [−1, 1])."""
     from .metrics import psnr
-    batch_size = batch_size or eval_batch_size(x.device)
     ae.eval()
-    vals = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        x_hat = ae.decode(ae.encode(xb))
-        vals.append(psnr((xb + 1) / 2, ((x_hat + 1) / 2).clamp(0, 1)))
+    vals = eval_batches(lambda xb: psnr((xb + 1) / 2, ((ae.decode(ae.encode(xb)) + 1) / 2).clamp(0, 1)), x, batch_size)
     return torch.cat(vals).mean().item()
 
 

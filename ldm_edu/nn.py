@@ -108,6 +108,13 @@ def eval_batch_size(device) -> int:
     return 64 if torch.device(device).type == "cpu" else 1000
 
 
+def eval_batches(fn, x: torch.Tensor, batch_size: int | None = None) -> list:
+    """``fn`` applied to ``x`` in slices of ``batch_size`` rows (default ``eval_batch_size(x.device)``):
+    the list of its results, in order. The one batching loop of every evaluation pass."""
+    k = batch_size or eval_batch_size(x.device)
+    return [fn(x[i:i + k]) for i in range(0, len(x), k)]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -136,38 +136,36 @@ def measure(blob: dict) -> str:
     from .analysis import evaluate_vae
 
     cfg = pretrained.run_config(blob["key"])
-    kinds = {"Autoencoder": Autoencoder, "VAE": VAE, "VQVAE": VQVAE}
+    kinds = {"Autoencoder": Autoencoder, "VAE": VAE, "VQVAE": VQVAE, "FirstStage": FirstStage,
+             "MoVQFirstStage": MoVQFirstStage, "DCAutoencoder": DCAutoencoder, "UNet": UNet}
+    kind = blob["kind"]
+    pixel_ddpm = kind == "UNet" and cfg.get("in_ch") == 1 and cfg.get("image_size") == 28 and blob["ema"] is not None
+    if kind not in kinds or (kind == "UNet" and not pixel_ddpm):
+        return "— (measured in the lesson)"
+    model = kinds[kind](**cfg)
+    # a run with an EMA copy ships only that copy (pretrained.ship): the pixel DDPM is measured on its EMA weights
+    model.load_state_dict({k: v.float() for k, v in pretrained.model_state(blob).items()})
+    model.eval()
     x, _ = mnist_tensors("test", limit=10000)
-    if blob["kind"] in kinds:
-        model = kinds[blob["kind"]](**cfg)
-        model.load_state_dict({k: v.float() for k, v in pretrained.model_state(blob).items()})
-        model.eval()
-        if blob["kind"] == "Autoencoder":
-            return f"test PSNR {psnr(x, model(x)[0].clamp(0, 1)).mean():.1f} dB"
-        if blob["kind"] == "VAE":
-            xb = binarize(x, generator=torch.Generator().manual_seed(1234))   # lesson 02's binarised test set
-            return f"test −ELBO {evaluate_vae(model, xb)['neg_elbo']:.1f} nats"
+    if kind == "Autoencoder":
+        return f"test PSNR {psnr(x, model(x)[0].clamp(0, 1)).mean():.1f} dB"
+    if kind == "VAE":
+        xb = binarize(x, generator=torch.Generator().manual_seed(1234))   # lesson 02's binarised test set
+        return f"test −ELBO {evaluate_vae(model, xb)['neg_elbo']:.1f} nats"
+    if kind == "VQVAE":
         r = evaluate_vqvae(model, x)
         return f"test PSNR {r['psnr']:.2f} ± {r['psnr_se']:.2f} dB (± s.e.), {r['used']} codes used"
-    first_stages = {"FirstStage": FirstStage, "MoVQFirstStage": MoVQFirstStage, "DCAutoencoder": DCAutoencoder}
-    if blob["kind"] in first_stages:
-        model = first_stages[blob["kind"]](**cfg)
-        model.load_state_dict({k: v.float() for k, v in pretrained.model_state(blob).items()})
-        return f"test PSNR {reconstruction_psnr(model.eval(), x * 2 - 1):.1f} dB (latent {model.latent_shape})"
-    if blob["kind"] == "UNet" and cfg.get("in_ch") == 1 and cfg.get("image_size") == 28 and blob["ema"] is not None:
-        d = get_preset(pretrained.PRESET, device="cpu").diffusion
-        model = UNet(**cfg)
-        model.load_state_dict({k: v.float() for k, v in pretrained.unpack(blob["ema"], blob.get("ema_int8")).items()})
-        model.eval()
-        schedule = NoiseSchedule(d.T, d.schedule)
+    if kind != "UNet":                                  # a latent first stage of lessons 06–07
+        return f"test PSNR {reconstruction_psnr(model, x * 2 - 1):.1f} dB (latent {model.latent_shape})"
+    d = get_preset(pretrained.PRESET, device="cpu").diffusion          # the pixel DDPM, from its EMA weights
+    schedule = NoiseSchedule(d.T, d.schedule)
 
-        def fn(k, y, generator):
-            return from_signed(sample(model, schedule, (k, 1, 28, 28), method="ddpm", steps=20, y=y,
-                                      generator=generator, progress=False, clip_x0=1.0)).clamp(0, 1)
-        images = sample_images(fn, 1000, seed=0).images
-        q = quality_report(images)
-        return f"FID-MNIST {q['fid']} (n = 1 000, DDPM 20 steps; real vs real {q['real_fid']})"
-    return "— (measured in the lesson)"
+    def fn(k, y, generator):
+        return from_signed(sample(model, schedule, (k, 1, 28, 28), method="ddpm", steps=20, y=y,
+                                  generator=generator, progress=False, clip_x0=1.0)).clamp(0, 1)
+    images = sample_images(fn, 1000, seed=0).images
+    q = quality_report(images)
+    return f"FID-MNIST {q['fid']} (n = 1 000, DDPM 20 steps; real vs real {q['real_fid']})"
 
 
 def model_card(manifest: dict, folder: Path) -> str:

@@ -9,7 +9,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .metrics import psnr
-from .nn import ConvDecoder, ConvEncoder, check_image_batch, eval_batch_size
+from .nn import ConvDecoder, ConvEncoder, check_image_batch, eval_batch_size, eval_batches
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -310,17 +310,16 @@ def vqvae_loss(model: VQVAE, batch):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def tokenize_dataset(model: VQVAE, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Token maps (N, h, w) of every image in ``x`` (eq. 20), in evaluation batches (``eval_batch_size``)."""
-    batch_size = batch_size or eval_batch_size(x.device)
+    """Token maps (N, h, w) of every image in ``x`` (eq. 20), in evaluation batches (``eval_batches``)."""
     was = model.training
     model.eval()
-    tokens = torch.cat([model.tokenize(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    tokens = torch.cat(eval_batches(model.tokenize, x, batch_size))
     model.train(was)
     return tokens
 
 
+@torch.no_grad()
 def evaluate_vqvae(model: VQVAE, x: torch.Tensor, batch_size: int | None = None) -> dict:
     """Tokenise and reconstruct ``x`` (N, 1, 28, 28) in [0, 1]: mean PSNR (dB) of the decoded
     tokens and its standard error over the images (``psnr_se``), code-usage ``counts`` (K,), number

@@ -297,13 +297,13 @@ def test_encode_dataset_samples_the_posterior():
 
 
 def test_ldm_decode_in_batches_equals_one_pass(monkeypatch):
-    import ldm_edu.latent as L
+    import ldm_edu.nn as N
     torch.manual_seed(0)
     ae = FirstStage(f=4, latent_ch=4, ch=8).eval()
     ldm = LatentDiffusion(ae, nn.Identity(), NoiseSchedule(10), scale_factor=0.5)
     z = torch.randn(10, *ae.latent_shape)
     whole = ldm.decode(z)
-    monkeypatch.setattr(L, "eval_batch_size", lambda device: 3)          # 3 + 3 + 3 + 1
+    monkeypatch.setattr(N, "eval_batch_size", lambda device: 3)          # 3 + 3 + 3 + 1 (nn.eval_batches)
     torch.testing.assert_close(ldm.decode(z), whole)
     torch.testing.assert_close(whole, ((ae.decode(z / 0.5) + 1) / 2).clamp(0, 1))
 

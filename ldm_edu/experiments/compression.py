@@ -33,7 +33,7 @@ from ..latent import (FirstStage, LatentDiffusion, encode_dataset, first_stage_l
 from ..intervals import Interval
 from ..metrics import fid_interval, paired_fid_difference, psnr, quality_report, reference_outputs
 from ..movq import MoVQFirstStage, movq_loss
-from ..nn import eval_batch_size
+from ..nn import eval_batches
 from ..sampling import sample_images
 from ..train import History, fit
 from ..vqgan import VQGANLoss, vqgan_loss_fn
@@ -313,10 +313,8 @@ class StageEval:
 @torch.no_grad()
 def reconstruct(ae: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """𝒟(ℰ(x)) for images x in [−1, 1], returned in [0, 1] on the CPU."""
-    batch_size = batch_size or eval_batch_size(x.device)
     ae.eval()
-    out = [ae.decode(ae.encode(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    return ((torch.cat(out) + 1) / 2).clamp(0, 1).cpu()
+    return ((torch.cat(eval_batches(lambda xb: ae.decode(ae.encode(xb)), x, batch_size)) + 1) / 2).clamp(0, 1).cpu()
 
 
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
